@@ -60,7 +60,8 @@ class Prior(nn.Module):
 
     def domain_code(self, posterior: Posterior | None, labels: Tensor) -> Tensor:
         """Return the generator's domain code (N, code_size): one-hot labels unless a subclass infers it."""
-        return nn.functional.one_hot(labels, self.code_size).to(torch.get_default_dtype())
+        dtype = posterior.z.dtype if posterior is not None else torch.get_default_dtype()
+        return nn.functional.one_hot(labels, self.code_size).to(dtype)
 
     def set_epoch(self, epoch: float) -> None:
         """Update schedules that depend on training progress (e.g. the Gumbel temperature); a no-op by default."""

@@ -135,9 +135,12 @@ def _check_losses(instance: Any, attribute: attrs.Attribute, value: tuple[Compon
 class Recipe:
     """An experiment: the components of a DRIT-family model, its losses, data and training schedule.
 
-    ``image_size`` is the training crop S (an int, or (height, width)); images are first
-    resized to ``load_size`` R, by default S * 256 / 216 rounded to an even number
-    (R=256 for S=216, R=128 for S=108). ``batch_size`` counts images of both domains.
+    ``image_size`` is the training crop S (an int, or (height, width)); the dataset
+    component resizes images to a larger load size first (R=256 for S=216, R=128 for
+    S=108). ``batch_size`` counts the images of both domains: half come from each.
+    ``content_discriminator_every`` spaces the content discriminator's updates, and
+    ``max_nonfinite_updates`` is how many updates in a row may be skipped for a NaN
+    or infinite loss before training stops.
     """
 
     content_encoder: Component = attrs.field(validator=_check_kind("content_encoder"))
@@ -150,10 +153,10 @@ class Recipe:
     optimizer: Component = attrs.field(validator=_check_kind("optimizer"))
     data: Component = attrs.field(default=Component("dataset", "apple2orange"), validator=_check_kind("dataset"))
     image_size: ImageSize = attrs.field(default=216, converter=_image_size, validator=_check_image_size)
-    load_size: ImageSize | None = attrs.field(default=None, converter=_image_size)
     batch_size: int = attrs.field(default=2, validator=_check_batch_size)
     iterations: int = attrs.field(default=6000, validator=_check_positive)
     content_discriminator_every: int = attrs.field(default=3, validator=_check_positive)
+    max_nonfinite_updates: int = attrs.field(default=10, validator=_check_positive)
     seed: int = 0
     num_workers: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     log_every: int = attrs.field(default=50, validator=_check_positive)
@@ -185,14 +188,6 @@ class Recipe:
         }
 
     @property
-    def resolved_load_size(self) -> ImageSize:
-        if self.load_size is not None:
-            return self.load_size
-        if isinstance(self.image_size, tuple):
-            return tuple(_default_load_side(side) for side in self.image_size)
-        return _default_load_side(self.image_size)
-
-    @property
     def image_shape(self) -> tuple[int, int]:
         """(height, width) of a training crop."""
         if isinstance(self.image_size, tuple):
@@ -216,11 +211,6 @@ class Recipe:
                     f"loss '{item.name}' needs a prior with a categorical variable q(y|x), "
                     f"but prior '{self.prior.name}' has none; use prior('gmvae', ...) or remove the loss"
                 )
-        if self.load_size is not None:
-            crop = self.image_shape
-            load = self.load_size if isinstance(self.load_size, tuple) else (self.load_size, self.load_size)
-            if load[0] < crop[0] or load[1] < crop[1]:
-                raise RecipeError(f"load_size {self.load_size!r} is smaller than image_size {self.image_size!r}")
 
     def resolved(self, registry: Registry) -> dict[str, Any]:
         """Describe the recipe with every parameter, defaults included, as JSON-ready data."""
@@ -233,14 +223,7 @@ class Recipe:
                 described[field.name] = [_describe(registry, item) for item in value]
             else:
                 described[field.name] = list(value) if isinstance(value, tuple) else value
-        described["load_size"] = self.resolved_load_size
-        if isinstance(described["load_size"], tuple):
-            described["load_size"] = list(described["load_size"])
         return described
-
-
-def _default_load_side(side: int) -> int:
-    return 2 * round(side * 256 / 216 / 2)
 
 
 def _describe(registry: Registry, item: Component) -> dict[str, Any]:

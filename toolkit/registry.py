@@ -25,8 +25,10 @@ KINDS: dict[str, str] = {
     "dataset": "unpaired multi-domain image data",
 }
 
-# Arguments the engine passes to factories from the data and the other components.
-# A recipe cannot set them: they follow from the data and the prior.
+# Arguments the engine passes to factories from the data and the other components. A
+# factory declares one as keyword-only without a default (``*, num_domains``), and then
+# a recipe cannot set it. The same name with a default is an ordinary parameter: the
+# prior's ``latent_size`` is the recipe's choice, the generator's follows from the prior.
 CONTEXT_ARGUMENTS = frozenset(
     {"num_domains", "latent_size", "code_size", "feature_size", "content_channels", "image_size"}
 )
@@ -65,8 +67,9 @@ class Entry:
     def parameters(self) -> list[Parameter]:
         """User-settable parameters, in signature order (engine context arguments excluded)."""
         found = []
+        context = self.context_arguments
         for parameter in _signature(self.factory).parameters.values():
-            if parameter.name in CONTEXT_ARGUMENTS or parameter.name == "self":
+            if parameter.name in context or parameter.name == "self":
                 continue
             if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 continue
@@ -80,7 +83,14 @@ class Entry:
 
     @property
     def context_arguments(self) -> set[str]:
-        return set(_signature(self.factory).parameters) & CONTEXT_ARGUMENTS
+        """Keyword-only arguments without a default whose names are in ``CONTEXT_ARGUMENTS``."""
+        return {
+            parameter.name
+            for parameter in _signature(self.factory).parameters.values()
+            if parameter.name in CONTEXT_ARGUMENTS
+            and parameter.kind is inspect.Parameter.KEYWORD_ONLY
+            and parameter.default is inspect.Parameter.empty
+        }
 
 
 def _signature(factory: Callable[..., Any]) -> inspect.Signature:
@@ -163,7 +173,7 @@ class Registry:
         entry = self.get(kind, name)
         known = {parameter.name: parameter for parameter in entry.parameters}
         for key in params:
-            if key in CONTEXT_ARGUMENTS:
+            if key in entry.context_arguments:
                 raise RecipeError(
                     f"{kind} '{name}': parameter '{key}' is set by the engine from the data and the prior; "
                     "remove it from the recipe"

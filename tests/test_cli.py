@@ -1,0 +1,97 @@
+"""The ``toolkit`` command as a user types it: listings, a short run and the errors for bad input."""
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from toolkit.cli import cli
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args], catch_exceptions=False)
+
+
+def test_list_kind_prior_shows_both_priors():
+    result = invoke("list", "--kind", "prior")
+    assert result.exit_code == 0
+    assert "gaussian  [drit-toolkit" in result.output
+    assert "gmvae  [drit-toolkit" in result.output
+    assert "latent_size=108" in result.output
+    assert "generator:" not in result.output
+
+
+def test_list_json_has_parameters():
+    result = invoke("list", "ada*", "--json")
+    payload = json.loads(result.output)
+    names = [(item["kind"], item["name"]) for item in payload["components"]]
+    assert names == [("optimizer", "adam")]
+    assert payload["components"][0]["parameters"]["betas"] == [0.5, 0.999]
+
+
+def test_plugins_lists_first_party_hooks():
+    result = invoke("plugins", "--json")
+    payload = json.loads(result.output)
+    packages = {item["package"] for item in payload["plugins"]}
+    assert "drit-toolkit" in packages
+    hooks = {hook for item in payload["plugins"] for hook in item["hooks"]}
+    assert "register_components" in hooks
+
+
+def test_run_prints_run_folder_first(apple2orange, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(
+        "run", RECIPES / "mdmm.py", "--data", apple2orange, "--iterations", 1, "--image-size", 64,
+        "--device", "cpu", "--out", out,
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == str(out)
+    assert (out / "run.json").is_file()
+    assert (out / "run.log").is_file()
+
+
+def test_unknown_component_error(tmp_path, apple2orange):
+    recipe = tmp_path / "typo.py"
+    recipe.write_text(
+        "from toolkit.recipe import load_recipe, prior\n"
+        f"recipe = load_recipe({str(RECIPES / 'mdmm.py')!r}).evolve(prior=prior('gausian'))\n"
+    )
+    result = invoke("run", recipe, "--data", apple2orange, "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "unknown prior 'gausian'; did you mean 'gaussian'?" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_folder_error(tmp_path):
+    missing = tmp_path / "no_such_folder"
+    result = invoke("run", RECIPES / "mdmm.py", "--data", missing, "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "no_such_folder" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_broken_recipe_file_error(tmp_path):
+    recipe = tmp_path / "broken.py"
+    recipe.write_text("recipe = Recipe(\n")
+    result = invoke("run", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "syntax error at line" in result.output
+    assert "broken.py" in result.output
+
+
+def test_cuda_device_without_gpu_error(tmp_path, apple2orange):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    result = invoke("run", RECIPES / "mdmm.py", "--data", apple2orange, "--device", "cuda", "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "sees no CUDA GPU" in result.output
+
+
+def test_bad_image_size_option(tmp_path):
+    result = invoke("run", RECIPES / "mdmm.py", "--image-size", "big", "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "not an image size" in result.output

@@ -1,0 +1,232 @@
+"""The ``toolkit`` command: a thin click layer over the Python API."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from toolkit import __version__
+from toolkit.errors import ToolkitError
+from toolkit.plugins import default_plugins
+from toolkit.registry import KINDS
+
+log = logging.getLogger("toolkit")
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+class ToolkitGroup(click.Group):
+    """Adds plugin commands on first use and turns ToolkitError into a one-line error message."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if not self._plugins_added:
+            self._plugins_added = True
+            default_plugins().add_commands(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._add_plugin_commands()
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ToolkitError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=ToolkitGroup)
+@click.version_option(__version__, package_name="drit-toolkit")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def cli(verbose: bool) -> None:
+    """Diverse unpaired image-to-image translation: DRIT++, MDMM and GM-DRIT from registered components."""
+    _configure_logging(verbose)
+
+
+def _format_default(value: Any) -> str:
+    if value is inspect.Parameter.empty:
+        return "(required)"
+    return repr(value)
+
+
+@cli.command("list")
+@click.argument("pattern", default="*")
+@click.option("--kind", type=click.Choice(list(KINDS)), help="Show only components of this kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_components(pattern: str, kind: str | None, as_json: bool) -> None:
+    """List registered components whose name matches PATTERN (a shell wildcard, default '*')."""
+    plugins = default_plugins()
+    entries = list(plugins.registry.entries(pattern, kind))
+    if as_json:
+        payload = {
+            "components": [
+                {
+                    "kind": entry.kind,
+                    "name": entry.name,
+                    "package": entry.package,
+                    "version": entry.version,
+                    "summary": entry.summary,
+                    "parameters": {p.name: _json_default(p.default) for p in entry.parameters},
+                }
+                for entry in entries
+            ],
+            "failed_plugins": [{"package": package, "error": error} for package, error in plugins.registry.failures],
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    current_kind = None
+    for entry in entries:
+        if entry.kind != current_kind:
+            current_kind = entry.kind
+            click.echo(f"\n{entry.kind}: {KINDS[entry.kind]}")
+        click.echo(f"  {entry.name}  [{entry.package} {entry.version}]")
+        if entry.summary:
+            click.echo(f"      {entry.summary}")
+        params = ", ".join(f"{p.name}={_format_default(p.default)}" for p in entry.parameters)
+        if params:
+            click.echo(f"      parameters: {params}")
+    if not entries:
+        click.echo(f"no component matches '{pattern}'" + (f" in kind '{kind}'" if kind else ""))
+    _echo_failures(plugins.registry.failures)
+
+
+def _json_default(value: Any) -> Any:
+    if value is inspect.Parameter.empty:
+        return None
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, tuple):
+        return [_json_default(item) for item in value]
+    return repr(value)
+
+
+def _echo_failures(failures: list[tuple[str, str]]) -> None:
+    if failures:
+        click.echo("\nplugin packages that failed to load:", err=True)
+        for package, error in failures:
+            click.echo(f"  {package}: {error}", err=True)
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_plugins(as_json: bool) -> None:
+    """List installed plugin packages, their versions and the hooks each implements."""
+    plugins = default_plugins()
+    infos = plugins.info()
+    if as_json:
+        payload = {
+            "plugins": [
+                {"name": info.name, "package": info.package, "version": info.version, "hooks": list(info.hooks)}
+                for info in infos
+            ],
+            "failed_plugins": [{"package": package, "error": error} for package, error in plugins.registry.failures],
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    for info in infos:
+        click.echo(f"{info.package} {info.version}  {info.name}  hooks: {', '.join(info.hooks) or 'none'}")
+    _echo_failures(plugins.registry.failures)
+
+
+def _image_size(value: str | None) -> int | tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        parts = [int(part) for part in value.lower().replace("x", ",").split(",")]
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not an image size; use S or HxW, e.g. 108 or 128x192") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise click.BadParameter(f"'{value}' is not an image size; use S or HxW, e.g. 108 or 128x192")
+
+
+@cli.command("run")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", help="Dataset folder (with trainA, trainB, ...) or a dataset name such as apple2orange.")
+@click.option("--iterations", type=click.IntRange(min=1), help="Total training iterations (one batch each).")
+@click.option("--batch-size", type=click.IntRange(min=2), help="Images per batch, half from each of two domains; even.")
+@click.option("--image-size", help="Training crop size in pixels: S for S x S, or HxW (multiples of 4, at least 64).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, help="Random seed for weights, data order and sampling.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default runs/<recipe>/<timestamp>/).")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Continue the run in this folder from its latest checkpoint.")
+def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, out, resume) -> None:
+    """Train RECIPE (a recipe .py file); options override the recipe's values."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from toolkit.engine.runs import Overrides, prepare_run
+    from toolkit.engine.trainer import StopRequest, TrainingInterrupted
+
+    if out is not None and resume is not None and out.resolve() != resume.resolve():
+        raise click.UsageError("--out and --resume name different folders; a resumed run continues in its own folder")
+    plugins = default_plugins()
+    overrides = Overrides(
+        data=data, iterations=iterations, batch_size=batch_size, image_size=_image_size(image_size), seed=seed
+    )
+    prepared = prepare_run(recipe, plugins.registry, overrides, device=device, out=out, resume=resume)
+    click.echo(str(prepared.run_dir))
+    prepared.write_record()
+
+    handler = logging.FileHandler(prepared.run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("toolkit").addHandler(handler)
+    for package, error in plugins.registry.failures:
+        log.warning("plugin package '%s' failed to load: %s", package, error)
+
+    stop = StopRequest()
+    with _stop_on_interrupt(stop), logging_redirect_tqdm():
+        try:
+            prepared.trainer.train(stop)
+        except TrainingInterrupted as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(130)
+        finally:
+            logging.getLogger("toolkit").removeHandler(handler)
+            handler.close()
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(stop):
+    """First Ctrl-C: finish the iteration, checkpoint, exit. Second Ctrl-C: stop at once."""
+
+    def handle(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        log.warning("interrupt received: stopping after this iteration and writing a checkpoint (Ctrl-C again to abort)")
+
+    try:
+        previous = signal.signal(signal.SIGINT, handle)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def main() -> None:
+    cli(prog_name="toolkit")

@@ -1,0 +1,124 @@
+"""A DRIT-family translation model assembled from a recipe's registered components."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from toolkit.components import Posterior, Prior
+from toolkit.engine.context import Translations
+from toolkit.recipe import Recipe
+from toolkit.registry import Registry
+
+
+class TranslationModel(nn.Module):
+    """Content encoder, attribute encoder, prior, generator and the three discriminators of one recipe.
+
+    ``image_discriminators["encoded"]`` judges translations made with encoded attributes and
+    ``image_discriminators["random"]`` those made with attributes sampled from the prior.
+    """
+
+    def __init__(self, recipe: Recipe, registry: Registry, num_domains: int) -> None:
+        super().__init__()
+        self.num_domains = num_domains
+
+        def build(item, **context):
+            return registry.build(item.kind, item.name, item.kwargs, **context)
+
+        self.content_encoder = build(recipe.content_encoder, image_size=recipe.image_size)
+        self.attribute_encoder = build(recipe.attribute_encoder, num_domains=num_domains)
+        self.prior: Prior = build(
+            recipe.prior, num_domains=num_domains, feature_size=self.attribute_encoder.feature_size
+        )
+        self.generator = build(
+            recipe.generator,
+            latent_size=self.prior.latent_size,
+            code_size=self.prior.code_size,
+            content_channels=self.content_encoder.out_channels,
+        )
+        self.image_discriminators = nn.ModuleDict(
+            {
+                which: build(recipe.discriminator, num_domains=num_domains, image_size=recipe.image_size)
+                for which in ("encoded", "random")
+            }
+        )
+        self.content_discriminator = build(
+            recipe.content_discriminator,
+            num_domains=num_domains,
+            content_channels=self.content_encoder.out_channels,
+            image_size=recipe.image_size,
+        )
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by the network group that optimises them (prior heads join their side)."""
+        return {
+            "content_discriminator": list(self.content_discriminator.parameters()),
+            "discriminator": list(self.image_discriminators.parameters()),
+            "content_encoder": list(self.content_encoder.parameters()),
+            "attribute_encoder": list(self.attribute_encoder.parameters())
+            + list(self.prior.posterior_heads.parameters()),
+            "generator": list(self.generator.parameters()) + list(self.prior.prior_heads.parameters()),
+        }
+
+    def one_hot(self, labels: Tensor, like: Tensor) -> Tensor:
+        return nn.functional.one_hot(labels, self.num_domains).to(like.dtype)
+
+    def encode_attributes(self, images: Tensor, labels: Tensor) -> Posterior:
+        """Return q(z|x) (and q(y|x)) of ``images`` (N,3,H,W) given their domain indices (N,)."""
+        features = self.attribute_encoder(images, self.one_hot(labels, images))
+        return self.prior.posterior(features)
+
+    def forward(self, real: Tensor, labels: Tensor, second_random: bool = False) -> Translations:
+        """Run the shared DRIT-family forward pass over a batch whose halves come from two domains.
+
+        ``real`` is (2n, 3, H, W) and ``labels`` (2n,) the domain of each image. The
+        generator runs once on the cross, self and random inputs stacked along the batch,
+        and the attribute encoder once on the cross and random translations together.
+        """
+        n = real.shape[0] // 2
+        domain_one_hot = self.one_hot(labels, real)
+
+        content = self.content_encoder(real)
+        posterior = self.prior.posterior(self.attribute_encoder(real, domain_one_hot))
+        code = self.prior.domain_code(posterior, labels)
+        partner_content = content.roll(n, dims=0)
+
+        random_z = self.prior.sample(labels)
+        contents = [partner_content, content, partner_content]
+        attributes = [posterior.z, posterior.z, random_z]
+        codes = [code, code, domain_one_hot]
+        random_z2 = None
+        if second_random:
+            random_z2 = self.prior.sample(labels)
+            contents.append(partner_content)
+            attributes.append(random_z2)
+            codes.append(domain_one_hot)
+        generated = self.generator(torch.cat(contents), torch.cat(attributes), torch.cat(codes)).split(2 * n)
+        cross, self_recon, random = generated[:3]
+        random2 = generated[3] if second_random else None
+
+        # Re-encode the translations: the cross translations for the cross-cycle
+        # reconstruction, the random-attribute ones for latent regression.
+        cross_content = self.content_encoder(cross)
+        features = self.attribute_encoder(torch.cat([cross, random]), torch.cat([domain_one_hot, domain_one_hot]))
+        cross_features, random_features = features.split(2 * n)
+        cross_posterior = self.prior.posterior(cross_features)
+        random_posterior = self.prior.posterior(random_features)
+        cycle = self.generator(
+            cross_content.roll(n, dims=0), cross_posterior.z, self.prior.domain_code(cross_posterior, labels)
+        )
+
+        return Translations(
+            content=content,
+            posterior=posterior,
+            cross=cross,
+            self_recon=self_recon,
+            random=random,
+            random_z=random_z,
+            cross_content=cross_content,
+            cross_posterior=cross_posterior,
+            cycle=cycle,
+            random_posterior=random_posterior,
+            random2=random2,
+            random_z2=random_z2,
+        )

@@ -1,0 +1,218 @@
+"""Run folders: recipe overrides from the command line, the run record, device choice and resume."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from toolkit import __version__
+from toolkit.engine.checkpoint import latest_checkpoint
+from toolkit.engine.trainer import Trainer
+from toolkit.errors import RecipeError, ToolkitError
+from toolkit.recipe import Component, Recipe, load_recipe
+from toolkit.registry import Registry
+
+log = logging.getLogger(__name__)
+
+RUN_RECORD = "run.json"
+# Recipe fields that may change when a run is resumed: they set its length and logging, not the model.
+RESUMABLE_CHANGES = frozenset(
+    {"name", "iterations", "log_every", "grid_every", "plot_every", "checkpoint_every", "keep_checkpoints", "num_workers"}
+)
+
+
+@attrs.frozen
+class Overrides:
+    """Command-line options that replace recipe fields (None: keep the recipe's value)."""
+
+    data: str | None = None
+    iterations: int | None = None
+    batch_size: int | None = None
+    image_size: int | tuple[int, int] | None = None
+    seed: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        values = attrs.asdict(self)
+        if isinstance(values["image_size"], tuple):
+            values["image_size"] = list(values["image_size"])
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> Overrides:
+        values = dict(values)
+        if isinstance(values.get("image_size"), list):
+            values["image_size"] = tuple(values["image_size"])
+        return cls(**{key: values.get(key) for key in attrs.fields_dict(cls)})
+
+    def merged_over(self, earlier: Overrides) -> Overrides:
+        """Return these overrides, with ``earlier`` filling the options not given now."""
+        changes = {key: value for key, value in attrs.asdict(self).items() if value is not None}
+        return attrs.evolve(earlier, **changes)
+
+    def apply(self, recipe: Recipe, registry: Registry) -> Recipe:
+        changes: dict[str, Any] = {}
+        for key in ("iterations", "batch_size", "image_size", "seed"):
+            value = getattr(self, key)
+            if value is not None:
+                changes[key] = value
+        if self.data is not None:
+            changes["data"] = data_component(self.data, recipe.data, registry)
+        return recipe.evolve(**changes)
+
+
+def data_component(value: str, current: Component, registry: Registry) -> Component:
+    """Turn ``--data`` (a folder or a registered dataset name) into a dataset component.
+
+    Parameters of the recipe's dataset that the new one also accepts (e.g. ``flip``) carry over.
+    """
+    names = registry.names("dataset")
+    if value in names and not Path(value).is_dir():
+        name, params = value, {}
+    else:
+        name, params = "folders", {"root": str(Path(value).expanduser().resolve())}
+    accepted = {parameter.name for parameter in registry.get("dataset", name).parameters}
+    carried = {key: item for key, item in current.params if key in accepted and key != "root"}
+    return Component("dataset", name, {**carried, **params})
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a device that exists here."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ToolkitError(f"invalid device '{spec}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ToolkitError(
+                f"device '{spec}' requested but PyTorch {torch.__version__} sees no CUDA GPU; "
+                "use --device cpu or --device auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ToolkitError(
+                f"device '{spec}' does not exist: {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    elif device.type != "cpu":
+        raise ToolkitError(f"device '{spec}' is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def new_run_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = root / recipe_name / stamp
+    suffix = 1
+    while candidate.exists():
+        suffix += 1
+        candidate = root / recipe_name / f"{stamp}-{suffix}"
+    return candidate
+
+
+@attrs.define
+class PreparedRun:
+    """A validated recipe with its run folder and trainer, ready to ``train()``."""
+
+    recipe: Recipe
+    run_dir: Path
+    trainer: Trainer
+    record: dict[str, Any]
+    resumed: bool
+
+    def write_record(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / RUN_RECORD
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(self.record, indent=2) + "\n")
+        temporary.replace(path)
+
+
+def prepare_run(
+    recipe_file: str | Path,
+    registry: Registry,
+    overrides: Overrides = Overrides(),
+    device: str = "auto",
+    out: Path | None = None,
+    resume: Path | None = None,
+    command: list[str] | None = None,
+) -> PreparedRun:
+    """Load and validate a recipe, apply overrides, build the trainer and, for ``resume``, load its checkpoint.
+
+    Nothing is written until :meth:`PreparedRun.write_record` or training starts.
+    """
+    command = list(sys.argv) if command is None else command
+    recipe = load_recipe(recipe_file)
+    previous: dict[str, Any] | None = None
+    if resume is not None:
+        run_dir = Path(resume)
+        previous = _read_record(run_dir)
+        overrides = overrides.merged_over(Overrides.from_json(previous.get("overrides", {})))
+    elif out is not None:
+        run_dir = Path(out)
+        if latest_checkpoint(run_dir) is not None:
+            raise ToolkitError(
+                f"output folder {run_dir} already contains a run with checkpoints; "
+                f"pass --resume {run_dir} to continue it, or choose another --out"
+            )
+    else:
+        run_dir = new_run_dir(recipe.name or Path(recipe_file).stem)
+
+    recipe = overrides.apply(recipe, registry)
+    recipe.validate(registry)
+    resolved = recipe.resolved(registry)
+    if previous is not None:
+        _check_same_model(previous.get("recipe", {}), resolved, run_dir)
+
+    torch_device = resolve_device(device)
+    trainer = Trainer(recipe, registry, run_dir, torch_device)
+    if previous is not None:
+        trainer.resume()
+
+    record = {
+        "name": recipe.name,
+        "recipe_file": str(Path(recipe_file).resolve()),
+        "toolkit_version": __version__,
+        "torch_version": torch.__version__,
+        "seed": recipe.seed,
+        "device": str(torch_device),
+        "command": (previous or {}).get("command", command),
+        "commands": (previous or {}).get("commands", []) + [command],
+        "overrides": overrides.to_json(),
+        "domains": list(trainer.data.domains),
+        "data_root": str(trainer.data.root),
+        "recipe": resolved,
+        "created": (previous or {}).get("created", datetime.datetime.now().isoformat(timespec="seconds")),
+    }
+    return PreparedRun(recipe, run_dir, trainer, record, resumed=previous is not None)
+
+
+def _read_record(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_RECORD
+    if not path.is_file():
+        raise ToolkitError(
+            f"cannot resume {run_dir}: {RUN_RECORD} not found; pass the folder that `toolkit run` printed"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ToolkitError(f"cannot resume {run_dir}: {path} is not valid JSON ({error})") from None
+
+
+def _check_same_model(previous: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
+    changed = sorted(
+        key
+        for key in set(previous) | set(current)
+        if key not in RESUMABLE_CHANGES and previous.get(key) != current.get(key)
+    )
+    if changed:
+        details = "; ".join(f"{key}: {previous.get(key)!r} -> {current.get(key)!r}" for key in changed)
+        raise RecipeError(
+            f"cannot resume {run_dir} with a different recipe ({details}); only the number of iterations "
+            "and logging intervals may change. Use the recipe that started the run, or start a new run"
+        )

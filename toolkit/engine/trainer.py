@@ -1,0 +1,277 @@
+"""The shared training engine: one loop and one update schedule for every recipe."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from toolkit import __version__
+from toolkit.data import iterations_per_epoch, make_loader
+from toolkit.engine import checkpoint
+from toolkit.engine.context import StepContext, Translations
+from toolkit.engine.grid import save_grid, translation_grid
+from toolkit.engine.model import TranslationModel
+from toolkit.engine.records import TOTALS, LossLog, plot_losses
+from toolkit.errors import ToolkitError
+from toolkit.recipe import Recipe
+from toolkit.registry import Registry
+
+log = logging.getLogger(__name__)
+
+ENCODER_GENERATOR_GROUPS = ("content_encoder", "attribute_encoder", "generator")
+GENERATOR_ALONE_GROUPS = ("content_encoder", "generator")
+
+
+class TrainingInterrupted(ToolkitError):
+    """Training stopped on request (Ctrl-C) after writing a checkpoint."""
+
+
+class NonFiniteLossError(ToolkitError):
+    """Too many updates in a row had a NaN or infinite loss."""
+
+
+class StopRequest:
+    """A flag the Ctrl-C handler sets; the loop checks it between iterations."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+class Trainer:
+    """Trains one recipe in one run folder: the DRIT-family update schedule, logs, grids and checkpoints."""
+
+    def __init__(self, recipe: Recipe, registry: Registry, run_dir: Path, device: torch.device) -> None:
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.device = device
+
+        torch.manual_seed(recipe.seed)
+        random.seed(recipe.seed)
+        self.data = registry.build("dataset", recipe.data.name, recipe.data.kwargs, image_size=recipe.image_size)
+        self.model = TranslationModel(recipe, registry, num_domains=len(self.data.domains)).to(device)
+        self.terms = {item.name: registry.build("loss", item.name, item.kwargs) for item in recipe.losses}
+        optimizer_factory = registry.build("optimizer", recipe.optimizer.name, recipe.optimizer.kwargs)
+        self.optimizers = optimizer_factory.build(self.model.parameter_groups(), recipe.iterations)
+        self.second_random = any("second_random" in term.requires for term in self.terms.values())
+        self.iterations_per_epoch = iterations_per_epoch(self.data.domain_sizes, recipe.batch_size)
+
+        self.iteration = 0
+        self.nonfinite_in_a_row = 0
+        self._skipped_update = False
+        self.loss_log = LossLog(run_dir / "losses.csv")
+
+    # Checkpoints
+
+    def resume(self) -> None:
+        """Continue from the run folder's latest checkpoint."""
+        latest = checkpoint.latest_checkpoint(self.run_dir)
+        if latest is None:
+            raise ToolkitError(
+                f"run folder {self.run_dir} has no complete checkpoint to resume from; start a new run without --resume"
+            )
+        checkpoint.load_weights(latest, self.model, self.device)
+        state = checkpoint.load_state(latest)
+        self.optimizers.load_state_dict(state["optimizer"])
+        checkpoint.restore_rng_state(state["rng"])
+        self.iteration = int(state["iteration"])
+        self.loss_log.truncate_after(self.iteration)
+        log.info("resumed %s at iteration %d", self.run_dir, self.iteration)
+
+    def save(self) -> Path:
+        state = {"optimizer": self.optimizers.state_dict(), "rng": checkpoint.rng_state(), "toolkit_version": __version__}
+        return checkpoint.save_checkpoint(self.run_dir, self.model, state, self.iteration, self.recipe.keep_checkpoints)
+
+    # The update schedule
+
+    def step(self, real: Tensor, labels: Tensor, iteration: int) -> tuple[dict[str, Tensor], Translations]:
+        """Run one iteration: forward pass, content-D update, D update, then the EG and G-alone updates."""
+        model = self.model
+        optimizers = self.optimizers
+        record: dict[str, Tensor] = {}
+        self._skipped_update = False
+
+        out = model(real, labels, second_random=self.second_random)
+
+        if iteration % self.recipe.content_discriminator_every == 0:
+            context = StepContext(model, real, labels, out, iteration)
+            total = self._total("content_discriminator", context, record)
+            if total is not None and self._finite(total, "content_discriminator", iteration, record):
+                optimizers.zero_grad(["content_discriminator"])
+                total.backward()
+                optimizers.step(["content_discriminator"])
+
+        context = StepContext(model, real, labels, out, iteration)
+        total = self._total("discriminator", context, record)
+        if total is not None and self._finite(total, "discriminator", iteration, record):
+            optimizers.zero_grad(["discriminator"])
+            total.backward()
+            optimizers.step(["discriminator"])
+        if total is not None:
+            record[TOTALS[0]] = total.detach()
+
+        # The EG and G-alone losses read the same forward pass. Both gradients are taken
+        # now, at the weights that pass used, because the EG optimizer step changes the
+        # generator's weights in place and a later backward through the old graph would
+        # be wrong (PyTorch raises "modified by an inplace operation").
+        self._set_discriminators_trainable(False)
+        context = StepContext(model, real, labels, out, iteration)
+        encoder_generator = self._total("encoder_generator", context, record)
+        generator_alone = self._total("generator", context, record)
+        groups = model.parameter_groups()
+        alone_params = [p for group in GENERATOR_ALONE_GROUPS for p in groups[group]]
+        alone_grads = None
+        if generator_alone is not None and self._finite(generator_alone, "generator", iteration, record):
+            alone_grads = torch.autograd.grad(generator_alone, alone_params, retain_graph=True, allow_unused=True)
+        if encoder_generator is not None and self._finite(encoder_generator, "encoder_generator", iteration, record):
+            optimizers.zero_grad(ENCODER_GENERATOR_GROUPS)
+            encoder_generator.backward()
+            optimizers.step(ENCODER_GENERATOR_GROUPS)
+        if alone_grads is not None:
+            optimizers.zero_grad(GENERATOR_ALONE_GROUPS)
+            for param, grad in zip(alone_params, alone_grads):
+                param.grad = grad
+            optimizers.step(GENERATOR_ALONE_GROUPS)
+        self._set_discriminators_trainable(True)
+        generator_parts = [value for value in (encoder_generator, generator_alone) if value is not None]
+        if generator_parts:
+            record[TOTALS[1]] = sum(part.detach() for part in generator_parts)
+
+        optimizers.advance_schedules()
+        return record, out
+
+    def _total(self, phase: str, context: StepContext, record: dict[str, Tensor]) -> Tensor | None:
+        """Sum the weighted terms of one update, recording each as ``phase/term``."""
+        total = None
+        for name, term in self.terms.items():
+            value = getattr(term, phase)(context)
+            if value is None:
+                continue
+            record[f"{phase}/{name}"] = value.detach()
+            total = value if total is None else total + value
+        return total
+
+    def _finite(self, total: Tensor, phase: str, iteration: int, record: dict[str, Tensor]) -> bool:
+        """Return True for a finite loss; otherwise log the culprit terms and skip the update."""
+        if bool(torch.isfinite(total)):
+            return True
+        culprits = [
+            key.split("/", 1)[1]
+            for key, value in record.items()
+            if key.startswith(phase + "/") and not bool(torch.isfinite(value))
+        ]
+        self._skipped_update = True
+        self.nonfinite_in_a_row += 1
+        log.error(
+            "non-finite loss at iteration %d in the %s update (terms: %s); update skipped (%d in a row)",
+            iteration,
+            phase,
+            ", ".join(culprits) or "unknown",
+            self.nonfinite_in_a_row,
+        )
+        if self.nonfinite_in_a_row >= self.recipe.max_nonfinite_updates:
+            latest = checkpoint.latest_checkpoint(self.run_dir)
+            raise NonFiniteLossError(
+                f"training stopped at iteration {iteration}: {self.nonfinite_in_a_row} updates in a row had a "
+                f"non-finite loss (last in the {phase} update, terms: {', '.join(culprits) or 'unknown'}); "
+                f"the last good checkpoint is {latest or 'none (no checkpoint was written yet)'}. "
+                "Lower the learning rates or the loss weights and resume from it."
+            )
+        return False
+
+    def _set_discriminators_trainable(self, trainable: bool) -> None:
+        for module in (self.model.image_discriminators, self.model.content_discriminator):
+            module.requires_grad_(trainable)
+
+    # The loop
+
+    def train(self, stop: StopRequest | None = None) -> Path:
+        """Train until ``recipe.iterations``; return the last checkpoint folder."""
+        recipe = self.recipe
+        stop = stop or StopRequest()
+        if self.iteration >= recipe.iterations:
+            raise ToolkitError(
+                f"run {self.run_dir} is already at iteration {self.iteration}; "
+                f"pass --iterations greater than {self.iteration} to train further"
+            )
+        self.model.train()
+        loader = make_loader(
+            self.data.train,
+            batch_size=recipe.batch_size,
+            seed=recipe.seed,
+            start_iteration=self.iteration,
+            num_workers=recipe.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        log.info(
+            "training %s from iteration %d to %d on %s (batch %d, image size %s)",
+            recipe.name,
+            self.iteration,
+            recipe.iterations,
+            self.device,
+            recipe.batch_size,
+            recipe.image_size,
+        )
+        progress = tqdm(total=recipe.iterations, initial=self.iteration, unit="it", dynamic_ncols=True, desc=recipe.name)
+        started = time.perf_counter()
+        out = None
+        real = None
+        try:
+            for iteration, (real, labels) in zip(range(self.iteration, recipe.iterations), loader):
+                real = real.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+                self.model.prior.set_epoch(iteration // self.iterations_per_epoch)
+
+                record, out = self.step(real, labels, iteration)
+                if not self._skipped_update:
+                    self.nonfinite_in_a_row = 0
+                self.iteration = iteration + 1
+
+                self._log_row(iteration, record, time.perf_counter() - started)
+                progress.update(1)
+                self._periodic(real, out)
+                if stop.requested:
+                    break
+        finally:
+            progress.close()
+
+        last = self.save()
+        if real is not None and out is not None:
+            save_grid(translation_grid(real, out), self.run_dir / "grids" / f"{self.iteration:08d}.png")
+        plot_losses(self.run_dir / "losses.csv", self.run_dir / "plots")
+        if stop.requested:
+            raise TrainingInterrupted(
+                f"training interrupted at iteration {self.iteration}; checkpoint saved in {last}. "
+                f"Continue with: toolkit run RECIPE --resume {self.run_dir}"
+            )
+        log.info("finished %s at iteration %d", recipe.name, self.iteration)
+        return last
+
+    def _log_row(self, iteration: int, record: dict[str, Tensor], seconds: float) -> None:
+        keys = list(record)
+        values = torch.stack([record[key].float() for key in keys]).tolist() if keys else []
+        row: dict[str, Any] = {"iteration": iteration, "seconds": round(seconds, 3)}
+        row.update({key: round(value, 6) for key, value in zip(keys, values)})
+        row.update({f"lr/{group}": rate for group, rate in self.optimizers.learning_rates().items()})
+        temperature = getattr(self.model.prior, "current_temperature", None)
+        if temperature is not None:
+            row["temperature"] = round(float(temperature), 6)
+        self.loss_log.append(row)
+        if self.iteration % self.recipe.log_every == 0:
+            totals = ", ".join(f"{key} {row[key]:.4f}" for key in TOTALS if key in row)
+            log.info("iteration %d: %s", self.iteration, totals)
+
+    def _periodic(self, real: Tensor, out: Translations) -> None:
+        recipe = self.recipe
+        if self.iteration % recipe.grid_every == 0:
+            save_grid(translation_grid(real, out), self.run_dir / "grids" / f"{self.iteration:08d}.png")
+        if self.iteration % recipe.checkpoint_every == 0 and self.iteration < recipe.iterations:
+            self.save()
+        if self.iteration % recipe.plot_every == 0:
+            plot_losses(self.run_dir / "losses.csv", self.run_dir / "plots")
