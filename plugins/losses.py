@@ -159,8 +159,8 @@ class GaussianKL(LossTerm):
     The term is weight * mean over the batch of the sum over latent dims of
     KL(N(mean, var) || N(prior_mean, prior_var)), from (2n, nz) tensors. p(z) is N(0, I)
     for the gaussian prior and p(z|y) at the sampled y for gmvae.
-    The DRIT++ and GM-DRIT implementations sum over the batch as well, so their weight
-    corresponds to weight / batch_size here.
+    The DRIT++ and GM-DRIT implementations sum over the batch as well, so their weight w
+    equals weight = w * batch_size here.
     """
 
     def __init__(self, weight: float = 0.01) -> None:

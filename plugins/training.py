@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -41,9 +42,16 @@ class Optimizers:
             optimizer.step()
 
     def advance_schedules(self) -> None:
-        """Move every learning-rate schedule one iteration forward."""
-        for scheduler in self.schedulers.values():
-            scheduler.step()
+        """Move every learning-rate schedule one iteration forward.
+
+        Schedules follow the iteration count, so they advance even for a network that
+        skipped its update (the content discriminator on most iterations, or an update
+        skipped for a non-finite loss); PyTorch's warning about that order is silenced.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\(\)` before")
+            for scheduler in self.schedulers.values():
+                scheduler.step()
 
     def learning_rates(self) -> dict[str, float]:
         return {group: optimizer.param_groups[0]["lr"] for group, optimizer in self.optimizers.items()}

@@ -95,3 +95,36 @@ def test_bad_image_size_option(tmp_path):
     result = invoke("run", RECIPES / "mdmm.py", "--image-size", "big", "--out", tmp_path / "run")
     assert result.exit_code == 2
     assert "not an image size" in result.output
+
+
+def test_ctrl_c_writes_checkpoint(apple2orange, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "run", str(RECIPES / "mdmm.py"), "--data", str(apple2orange),
+         "--iterations", "200", "--image-size", "64", "--device", "cpu", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    losses = out / "losses.csv"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if losses.is_file() and len(losses.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=300)
+
+    assert process.returncode == 130, stderr
+    assert stdout.splitlines()[0] == str(out)
+    assert "training interrupted at iteration" in stderr
+    assert f"--resume {out}" in stderr
+    checkpoints = sorted(path.name for path in (out / "checkpoints").iterdir())
+    assert len(checkpoints) == 1
+    rows = len(losses.read_text().splitlines()) - 1
+    assert int(checkpoints[0]) == rows

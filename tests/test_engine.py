@@ -88,7 +88,9 @@ def test_resume_equals_uninterrupted_run(registry, apple2orange, tmp_path):
     train("gmdrit", registry, apple2orange, straight, iterations=4)
 
     split = tmp_path / "split"
-    train("gmdrit", registry, apple2orange, split, iterations=2)
+    with pytest.raises(TrainingInterrupted):
+        train("gmdrit", registry, apple2orange, split, iterations=4, stop=StopAfter(1))
+    assert [path.name for path in checkpoint_dirs(split)] == ["00000002"]
     train("gmdrit", registry, apple2orange, split, iterations=4, resume=True)
 
     straight_rows = read_rows(straight)

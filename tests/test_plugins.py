@@ -152,7 +152,7 @@ def test_hinge_loss_matches_hand_computation():
     spec.loader.exec_module(module)
     term = module.HingeAdversarial(weight=2.0)
 
-    # D_encoded returns the pixel values as logits, D_random twice them; one pixel per image.
+    # Each image is one pixel. D_encoded returns the pixel values as logits, and D_random twice them.
     def discriminator(scale):
         return lambda images: (scale * images, torch.zeros(images.shape[0], 2))
 
@@ -250,7 +250,7 @@ def test_list_json_has_parameter_defaults():
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     components = {(item["kind"], item["name"]): item for item in payload["components"]}
-    # MDMM's attribute code has 8 dimensions; the KL weight 0.01 and Adam betas (0.5, 0.999) are DRIT++'s.
+    # MDMM's attribute code has 8 dimensions, and DRIT++ weights the Gaussian KL by 0.01 and uses Adam betas (0.5, 0.999).
     assert components[("prior", "gaussian")]["parameters"] == {"latent_size": 8}
     assert components[("loss", "gaussian_kl")]["parameters"] == {"weight": 0.01}
     assert components[("optimizer", "adam")]["parameters"]["betas"] == [0.5, 0.999]

@@ -38,7 +38,10 @@ class ToolkitGroup(click.Group):
     def _add_plugin_commands(self) -> None:
         if not self._plugins_added:
             self._plugins_added = True
-            default_plugins().add_commands(self)
+            try:
+                default_plugins().add_commands(self)
+            except ToolkitError as error:
+                raise click.ClickException(str(error)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_plugin_commands()
@@ -60,7 +63,8 @@ class ToolkitGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def cli(verbose: bool) -> None:
     """Diverse unpaired image-to-image translation: DRIT++, MDMM and GM-DRIT from registered components."""
-    _configure_logging(verbose)
+    if verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
 
 
 def _format_default(value: Any) -> str:
@@ -229,4 +233,5 @@ def _stop_on_interrupt(stop):
 
 
 def main() -> None:
+    _configure_logging("-v" in sys.argv[1:] or "--verbose" in sys.argv[1:])
     cli(prog_name="toolkit")

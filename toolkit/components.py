@@ -1,8 +1,8 @@
 """Base classes that registered priors and loss terms implement.
 
-Networks (encoders, generators, discriminators) are plain ``torch.nn.Module`` classes
-whose call signatures are documented in ``docs/architecture.md``; priors and loss
-terms have more than one entry point, so they share the base classes below.
+Networks (encoders, generators, discriminators) are plain ``torch.nn.Module`` classes,
+and ``docs/architecture.md`` lists the call signatures the engine expects. Priors and
+loss terms have more than one entry point, so they share the base classes below.
 """
 
 from __future__ import annotations

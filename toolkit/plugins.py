@@ -40,10 +40,17 @@ class Plugins:
         self._origins: dict[str, tuple[str, str]] = {}
 
     def add(self, plugin: ModuleType | object, *, name: str, package: str, version: str) -> None:
-        """Register a plugin object and its components; errors are recorded, not raised."""
+        """Register a plugin object and its components.
+
+        A plugin that pluggy rejects (a misspelled hook or hook argument) is unregistered
+        and recorded in ``registry.failures``, and so is a hook that raises. A component
+        name clash raises PluginError.
+        """
         try:
             self.manager.register(plugin, name=name)
-        except ValueError as error:
+            self.manager.check_pending()
+        except (ValueError, pluggy.PluginValidationError) as error:
+            self._drop(name)
             self.registry.failures.append((package, f"{name}: {error}"))
             return
         self._origins[name] = (package, version)
@@ -57,8 +64,12 @@ class Plugins:
             except PluginError:
                 raise
             except Exception as error:  # noqa: BLE001 - a broken plugin must not break the toolkit
-                log.warning("plugin '%s' from package '%s' failed to register components: %s", name, package, error)
+                log.debug("plugin '%s' from package '%s' failed to register components: %s", name, package, error)
                 self.registry.failures.append((package, f"{type(error).__name__}: {error}"))
+
+    def _drop(self, name: str) -> None:
+        if self.manager.get_plugin(name) is not None:
+            self.manager.unregister(name=name)
 
     def load_entry_points(self) -> None:
         """Import every module of the ``toolkit.plugins`` entry-point group, first-party ones included."""
@@ -68,7 +79,7 @@ class Plugins:
             try:
                 module = entry_point.load()
             except Exception as error:  # noqa: BLE001 - report the plugin, keep the others usable
-                log.warning("plugin package '%s' (entry point '%s') failed to load: %s", package, entry_point.value, error)
+                log.debug("plugin package '%s' (entry point '%s') failed to load: %s", package, entry_point.value, error)
                 self.registry.failures.append((package, f"{type(error).__name__}: {error}"))
                 continue
             self.add(module, name=f"{package}:{entry_point.name}", package=package, version=version)

@@ -194,7 +194,10 @@ class Registry:
         """Call the factory with the recipe's ``params`` and the context arguments it declares."""
         entry = self.check_parameters(kind, name, params)
         wanted = {key: value for key, value in context.items() if key in entry.context_arguments}
-        return entry.factory(**params, **wanted)
+        try:
+            return entry.factory(**params, **wanted)
+        except ValueError as error:
+            raise RecipeError(f"invalid settings for {kind} '{name}': {error}") from None
 
 
 def _quoted(names: list[str]) -> str:

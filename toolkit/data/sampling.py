@@ -124,8 +124,8 @@ def make_loader(
 
 def _ignore_interrupts(worker_id: int) -> None:
     # Ctrl-C reaches every process of the terminal's group. Only the main process
-    # should react, finishing its iteration and writing a checkpoint; a worker that
-    # died on the signal would make the DataLoader raise before that.
+    # reacts: it finishes its iteration and writes a checkpoint. A worker that died on
+    # the signal would make the DataLoader raise before that.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

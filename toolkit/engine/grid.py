@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision.utils
 
 from toolkit.engine.context import Translations
 
@@ -28,5 +27,7 @@ def translation_grid(real: torch.Tensor, out: Translations) -> torch.Tensor:
 
 def save_grid(images: torch.Tensor, path: Path) -> None:
     """Write images in [-1, 1] as a PNG grid with five columns."""
+    import torchvision.utils  # imported here: torchvision adds seconds to every command's start-up
+
     path.parent.mkdir(parents=True, exist_ok=True)
     torchvision.utils.save_image((images.clamp(-1, 1) + 1) / 2, path, nrow=len(GRID_COLUMNS), padding=2)

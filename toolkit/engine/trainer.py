@@ -200,6 +200,7 @@ class Trainer:
                 f"run {self.run_dir} is already at iteration {self.iteration}; "
                 f"pass --iterations greater than {self.iteration} to train further"
             )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.model.train()
         loader = make_loader(
             self.data.train,

@@ -10,7 +10,7 @@ from toolkit.recipe import load_recipe, loss
 
 mdmm = load_recipe("recipes/mdmm.py")
 
-# Replace the adversarial term and keep its weight; every other term stays as in MDMM.
+# Replace the adversarial term and keep its weight. Every other term stays as in MDMM.
 losses = [
     loss("hinge_adversarial", weight=item.kwargs.get("weight", 1.0)) if item.name == "adversarial" else item
     for item in mdmm.losses

@@ -14,8 +14,8 @@ from toolkit.hookspecs import hookimpl
 if TYPE_CHECKING:
     from toolkit.engine.context import StepContext
 
-# Each image discriminator and the translations it judges as fake: "encoded" sees
-# translations made with encoded attributes, "random" those made with prior samples.
+# Each image discriminator and the translations it judges as fake. "encoded" judges
+# translations made with encoded attributes, and "random" those made with prior samples.
 FAKES_BY_DISCRIMINATOR = {"encoded": "cross", "random": "random"}
 
 
