@@ -49,7 +49,7 @@ class Optimizers:
         skipped for a non-finite loss); PyTorch's warning about that order is silenced.
         """
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\(\)` before")
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
             for scheduler in self.schedulers.values():
                 scheduler.step()
 
