@@ -19,14 +19,17 @@ def gaussian_kl(mean: Tensor, var: Tensor, prior_mean: Tensor, prior_var: Tensor
 
     All inputs are (N, nz), given as variances rather than log-variances, and the result is (N,).
     Per dimension: 0.5 * (log(prior_var / var) + (var + (mean - prior_mean)^2) / prior_var - 1).
+    Computed in at least fp32, so bf16 autocast does not round the logarithms.
     """
+    dtype = torch.promote_types(mean.dtype, torch.float32)
+    mean, var, prior_mean, prior_var = (tensor.to(dtype) for tensor in (mean, var, prior_mean, prior_var))
     per_dim = 0.5 * (prior_var.log() - var.log() + (var + (mean - prior_mean).pow(2)) / prior_var - 1.0)
     return per_dim.sum(dim=-1)
 
 
 def categorical_kl_to_uniform(logits: Tensor) -> Tensor:
     """Compute KL(Categorical(softmax(logits)) || Uniform(K)) = sum_k q_k log q_k + log K; logits (N, K), result (N,)."""
-    log_q = F.log_softmax(logits, dim=-1)
+    log_q = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     return (log_q.exp() * log_q).sum(dim=-1) + math.log(logits.shape[-1])
 
 
@@ -36,7 +39,9 @@ def gumbel_softmax(logits: Tensor, temperature: float, hard: bool = False) -> Te
     ``logits`` is (N, K) and so is the result. With ``hard`` the result is the one-hot argmax
     in the forward pass, with the gradient of the relaxed sample (straight-through).
     """
-    # Clamping u away from 0 and 1 keeps -log(-log(u)) finite.
+    # Clamping u away from 0 and 1 keeps -log(-log(u)) finite. The sample is drawn in at
+    # least fp32, because in bf16 the clamp bounds and the noise lose most of their digits.
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     tiny = torch.finfo(logits.dtype).tiny
     uniform = torch.rand_like(logits).clamp(min=tiny, max=1.0 - torch.finfo(logits.dtype).eps)
     gumbel = -torch.log(-torch.log(uniform))

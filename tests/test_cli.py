@@ -128,3 +128,26 @@ def test_ctrl_c_writes_checkpoint(apple2orange, tmp_path):
     assert len(checkpoints) == 1
     rows = len(losses.read_text().splitlines()) - 1
     assert int(checkpoints[0]) == rows
+
+
+def test_bench_synthetic_reports_figures(apple2orange, tmp_path):
+    result = invoke(
+        "bench", RECIPES / "mdmm.py", "--image-size", 64, "--iterations", 1, "--warmup", 1, "--synthetic",
+        "--data", apple2orange, "--device", "cpu", "--out", tmp_path, "--json",
+    )
+    assert result.exit_code == 0, result.output
+    (figures,) = json.loads((tmp_path / "bench.json").read_text())
+    assert "error" not in figures, figures
+    assert figures["seconds_per_iteration_mean"] > 0
+    assert figures["images_per_second"] == 2 / figures["seconds_per_iteration_mean"]
+    assert figures["flops_per_iteration"] > 1e9
+    assert figures["peak_memory_bytes"] > 0
+    assert figures["precision"] == "fp32"
+    assert (tmp_path / "bench.png").is_file()
+
+
+def test_misspelled_dataset_name_suggests(tmp_path):
+    result = invoke("run", RECIPES / "mdmm.py", "--data", "apple2orang", "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "did you mean 'apple2orange'?" in result.output
+    assert not (tmp_path / "run").exists()

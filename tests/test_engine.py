@@ -143,7 +143,7 @@ class StopAfter(StopRequest):
 
 def test_interrupt_writes_checkpoint(registry, apple2orange, tmp_path):
     run_dir = tmp_path / "run"
-    with pytest.raises(TrainingInterrupted, match="--resume"):
+    with pytest.raises(TrainingInterrupted, match="checkpoint saved in"):
         train("mdmm", registry, apple2orange, run_dir, iterations=10, stop=StopAfter(2))
     assert [path.name for path in checkpoint_dirs(run_dir)] == ["00000003"]
     assert load_state(checkpoint_dirs(run_dir)[-1])["iteration"] == 3
@@ -181,3 +181,60 @@ def test_generator_runs_twice_per_iteration(registry, apple2orange, tmp_path):
     prepared.trainer.train()
     # One call on the stacked cross, self and random inputs, one for the cross-cycle.
     assert calls == [6, 2]
+
+
+def test_bf16_autocast_trains_finite(registry, apple2orange, tmp_path):
+    run_dir = tmp_path / "run"
+    prepared = train("gmdrit", registry, apple2orange, run_dir, iterations=2, precision="bf16")
+    assert prepared.trainer.precision == "bf16"
+    assert json.loads((run_dir / "run.json").read_text())["precision"] == "bf16"
+    for row in read_rows(run_dir):
+        assert math.isfinite(float(row["discriminator_total"]))
+        assert math.isfinite(float(row["generator_total"]))
+    weights = safetensors.torch.load_file(checkpoint_dirs(run_dir)[-1] / "model.safetensors")
+    assert all(tensor.dtype == torch.float32 for tensor in weights.values())
+
+
+def test_auto_precision_is_fp32_on_cpu(registry, apple2orange, tmp_path):
+    prepared = train("mdmm", registry, apple2orange, tmp_path / "run", iterations=1)
+    assert prepared.trainer.precision == "fp32"
+
+
+def test_default_run_folders_are_unique(tmp_path):
+    from toolkit.engine.runs import claim_run_dir
+
+    first = claim_run_dir("mdmm", root=tmp_path)
+    second = claim_run_dir("mdmm", root=tmp_path)
+    assert first != second
+    assert first.is_dir()
+    assert second.is_dir()
+    assert second.name.startswith(first.name)
+
+
+def test_folder_of_aborted_run_is_not_reused(registry, apple2orange, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "losses.csv").write_text("iteration\n0\n")
+    with pytest.raises(ToolkitError, match="stopped before its first checkpoint"):
+        train("mdmm", registry, apple2orange, run_dir, iterations=1)
+    assert (run_dir / "losses.csv").read_text() == "iteration\n0\n"
+
+
+def test_resume_mismatch_names_changed_fields(registry, apple2orange, horse2zebra_mini, tmp_path):
+    run_dir = tmp_path / "run"
+    train("mdmm", registry, apple2orange, run_dir, iterations=1)
+    with pytest.raises(RecipeError) as error:
+        train("mdmm", registry, horse2zebra_mini, run_dir, iterations=2, resume=True)
+    message = str(error.value)
+    assert "data.params.root" in message
+    assert "horse2zebra_mini" in message
+    assert len(message) < 600
+
+
+def test_finished_run_resume_changes_nothing(registry, apple2orange, tmp_path):
+    run_dir = tmp_path / "run"
+    train("mdmm", registry, apple2orange, run_dir, iterations=1)
+    before = (run_dir / "run.json").read_text()
+    with pytest.raises(ToolkitError, match="already at iteration 1"):
+        train("mdmm", registry, apple2orange, run_dir, iterations=1, resume=True)
+    assert (run_dir / "run.json").read_text() == before

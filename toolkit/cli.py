@@ -91,6 +91,7 @@ def list_components(pattern: str, kind: str | None, as_json: bool) -> None:
                     "version": entry.version,
                     "summary": entry.summary,
                     "parameters": {p.name: _json_default(p.default) for p in entry.parameters},
+                    "required": [p.name for p in entry.parameters if p.required],
                 }
                 for entry in entries
             ],
@@ -174,9 +175,15 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
 @click.option("--image-size", help="Training crop size in pixels: S for S x S, or HxW (multiples of 4, at least 64).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, help="Random seed for weights, data order and sampling.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    help="Arithmetic precision: fp32, or bf16 autocast; auto (the recipe default) picks bf16 on a CUDA GPU "
+    "with bf16 support and fp32 elsewhere.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default runs/<recipe>/<timestamp>/).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Continue the run in this folder from its latest checkpoint.")
-def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, out, resume) -> None:
+def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, precision, out, resume) -> None:
     """Train RECIPE (a recipe .py file); options override the recipe's values."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -187,7 +194,12 @@ def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, ou
         raise click.UsageError("--out and --resume name different folders; a resumed run continues in its own folder")
     plugins = default_plugins()
     overrides = Overrides(
-        data=data, iterations=iterations, batch_size=batch_size, image_size=_image_size(image_size), seed=seed
+        data=data,
+        iterations=iterations,
+        batch_size=batch_size,
+        image_size=_image_size(image_size),
+        seed=seed,
+        precision=precision,
     )
     prepared = prepare_run(recipe, plugins.registry, overrides, device=device, out=out, resume=resume)
     click.echo(str(prepared.run_dir))
@@ -204,7 +216,9 @@ def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, ou
         try:
             prepared.trainer.train(stop)
         except TrainingInterrupted as error:
-            click.echo(f"Error: {error}", err=True)
+            message = f"{error}. Continue with: toolkit run {recipe} --resume {prepared.run_dir}"
+            log.warning("%s", message)
+            click.echo(f"Error: {message}", err=True)
             sys.exit(130)
         finally:
             logging.getLogger("toolkit").removeHandler(handler)
@@ -235,3 +249,47 @@ def _stop_on_interrupt(stop):
 def main() -> None:
     _configure_logging("-v" in sys.argv[1:] or "--verbose" in sys.argv[1:])
     cli(prog_name="toolkit")
+
+
+@cli.command("bench")
+@click.argument("recipes", nargs=-1)
+@click.option("--image-size", "image_sizes", type=int, multiple=True, help="Crop size S in pixels; repeat for several (default 108 and 216).")
+@click.option("--batch-size", "batch_sizes", type=int, multiple=True, help="Images per batch; repeat for several (default 2).")
+@click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True, help="Measured iterations per setting.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Iterations run before timing starts.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Arithmetic precision.")
+@click.option("--data", help="Dataset folder or name (default: each recipe's dataset).")
+@click.option("--synthetic", is_flag=True, help="Feed one random batch instead of loading images, to time compute alone.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"), show_default=True, help="Folder for bench.json and bench.png.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+def bench(recipes, image_sizes, batch_sizes, iterations, warmup, device, precision, data, synthetic, out, as_json) -> None:
+    """Time training iterations of RECIPES (default gmdrit_ttur and mdmm) at each image and batch size."""
+    from toolkit.engine.bench import BenchSetting, format_table, plot_results, run_in_subprocess
+
+    recipes = recipes or ("recipes/gmdrit_ttur.py", "recipes/mdmm.py")
+    results = []
+    for recipe in recipes:
+        for size in image_sizes or (108, 216):
+            for batch in batch_sizes or (2,):
+                setting = BenchSetting(
+                    recipe=str(recipe),
+                    image_size=size,
+                    batch_size=batch,
+                    iterations=iterations,
+                    warmup=warmup,
+                    device=device,
+                    precision=precision,
+                    synthetic=synthetic,
+                    data=data,
+                )
+                log.info("benchmarking %s at S=%d, batch %d", recipe, size, batch)
+                results.append(run_in_subprocess(setting))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot_results(results, out / "bench.png")
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        click.echo(format_table(results))
+        click.echo(f"\nresults: {out / 'bench.json'}, chart: {out / 'bench.png'}")

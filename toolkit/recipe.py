@@ -113,6 +113,11 @@ def _check_batch_size(instance: Any, attribute: attrs.Attribute, value: int) -> 
         )
 
 
+def _check_precision(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value not in ("auto", "fp32", "bf16"):
+        raise RecipeError(f"precision must be 'auto', 'fp32' or 'bf16', got {value!r}")
+
+
 def _check_kind(kind: str) -> Any:
     def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if not isinstance(value, Component) or value.kind != kind:
@@ -138,7 +143,8 @@ class Recipe:
     ``image_size`` is the training crop S (an int, or (height, width)); the dataset
     component resizes images to a larger load size first (R=256 for S=216, R=128 for
     S=108). ``batch_size`` counts the images of both domains: half come from each.
-    ``content_discriminator_every`` spaces the content discriminator's updates, and
+    ``precision`` is ``fp32``, ``bf16`` (autocast) or ``auto``: bf16 on a CUDA GPU that
+    supports it, else fp32. ``content_discriminator_every`` spaces the content discriminator's updates, and
     ``max_nonfinite_updates`` is how many updates in a row may be skipped for a NaN
     or infinite loss before training stops.
     """
@@ -158,6 +164,7 @@ class Recipe:
     content_discriminator_every: int = attrs.field(default=3, validator=_check_positive)
     max_nonfinite_updates: int = attrs.field(default=10, validator=_check_positive)
     seed: int = 0
+    precision: str = attrs.field(default="auto", validator=_check_precision)
     num_workers: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     log_every: int = attrs.field(default=50, validator=_check_positive)
     grid_every: int = attrs.field(default=500, validator=_check_positive)
@@ -260,9 +267,10 @@ def find_recipe_file(reference: str | Path) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
+    searched = sorted({str(candidate.parent.resolve()) for candidate in candidates})
     raise RecipeError(
-        f"recipe file '{reference}' not found; pass the path of a .py file that defines `recipe`, "
-        "e.g. recipes/gmdrit.py"
+        f"recipe file '{reference}' not found (searched {', '.join(searched)}); pass the path of a .py file "
+        "that defines `recipe`, e.g. recipes/gmdrit.py"
     )
 
 
@@ -284,7 +292,8 @@ def load_recipe(reference: str | Path) -> Recipe:
         raise RecipeError(f"recipe file '{path}': {error}") from None
     except SyntaxError as error:
         raise RecipeError(
-            f"recipe file '{path}' has a syntax error at line {error.lineno}: {error.msg}; fix the file and run again"
+            f"recipe file '{path}' has a syntax error at line {error.lineno}: {error.msg.rstrip('.')}. "
+            "Fix the file and run again"
         ) from None
     except Exception as error:
         line = _failing_line(error, path)
@@ -293,11 +302,13 @@ def load_recipe(reference: str | Path) -> Recipe:
         ) from None
     finally:
         _loading.reset(token)
-    recipe = getattr(module, "recipe", None)
+    if not hasattr(module, "recipe"):
+        raise RecipeError(f"recipe file '{path}' must assign a toolkit.recipe.Recipe to the name `recipe`")
+    recipe = module.recipe
     if not isinstance(recipe, Recipe):
         raise RecipeError(
             f"recipe file '{path}' must assign a toolkit.recipe.Recipe to the name `recipe`, "
-            f"found {type(recipe).__name__}"
+            f"found a {type(recipe).__name__}"
         )
     return recipe.evolve(name=path.stem)
 

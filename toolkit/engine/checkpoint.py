@@ -72,6 +72,8 @@ def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], iter
 
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     safetensors.torch.save_file(weights, temporary / WEIGHTS_FILE)
+    # safetensors creates the file readable by its owner only; match the state file's mode.
+    os.chmod(temporary / WEIGHTS_FILE, 0o666 & ~_umask())
     torch.save({**state, "iteration": iteration}, temporary / STATE_FILE)
     _fsync_dir(temporary)
 
@@ -106,6 +108,12 @@ def load_state(checkpoint: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ToolkitError(f"checkpoint state {path} not found; the checkpoint folder is incomplete")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(path: Path) -> None:

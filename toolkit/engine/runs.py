@@ -13,6 +13,7 @@ import attrs
 import torch
 
 from toolkit import __version__
+from toolkit.data import resolve_data
 from toolkit.engine.checkpoint import latest_checkpoint
 from toolkit.engine.trainer import Trainer
 from toolkit.errors import RecipeError, ToolkitError
@@ -22,9 +23,20 @@ from toolkit.registry import Registry
 log = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"
-# Recipe fields that may change when a run is resumed: they set its length and logging, not the model.
+# Recipe fields that may change when a run is resumed: they set its length, arithmetic and
+# logging, not the model.
 RESUMABLE_CHANGES = frozenset(
-    {"name", "iterations", "log_every", "grid_every", "plot_every", "checkpoint_every", "keep_checkpoints", "num_workers"}
+    {
+        "name",
+        "iterations",
+        "precision",
+        "log_every",
+        "grid_every",
+        "plot_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "num_workers",
+    }
 )
 
 
@@ -37,6 +49,7 @@ class Overrides:
     batch_size: int | None = None
     image_size: int | tuple[int, int] | None = None
     seed: int | None = None
+    precision: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         values = attrs.asdict(self)
@@ -58,7 +71,7 @@ class Overrides:
 
     def apply(self, recipe: Recipe, registry: Registry) -> Recipe:
         changes: dict[str, Any] = {}
-        for key in ("iterations", "batch_size", "image_size", "seed"):
+        for key in ("iterations", "batch_size", "image_size", "seed", "precision"):
             value = getattr(self, key)
             if value is not None:
                 changes[key] = value
@@ -76,6 +89,8 @@ def data_component(value: str, current: Component, registry: Registry) -> Compon
     if value in names and not Path(value).is_dir():
         name, params = value, {}
     else:
+        if not Path(value).expanduser().is_dir():
+            resolve_data(value)  # raises DataError, suggesting the closest dataset names
         name, params = "folders", {"root": str(Path(value).expanduser().resolve())}
     accepted = {parameter.name for parameter in registry.get("dataset", name).parameters}
     carried = {key: item for key, item in current.params if key in accepted and key != "root"}
@@ -105,14 +120,37 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def new_run_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
+def claim_run_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
+    """Create and return a new folder ``root/<recipe>/<timestamp>``, adding a suffix if another run has that name.
+
+    The folder is created here, with ``exist_ok=False``, so two runs started in the same
+    second cannot share it.
+    """
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = root / recipe_name / stamp
+    (root / recipe_name).mkdir(parents=True, exist_ok=True)
     suffix = 1
-    while candidate.exists():
-        suffix += 1
-        candidate = root / recipe_name / f"{stamp}-{suffix}"
-    return candidate
+    while True:
+        candidate = root / recipe_name / (stamp if suffix == 1 else f"{stamp}-{suffix}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            suffix += 1
+            continue
+        return candidate
+
+
+def _check_new_run_folder(run_dir: Path) -> None:
+    if latest_checkpoint(run_dir) is not None:
+        raise ToolkitError(
+            f"output folder {run_dir} already contains a run with checkpoints; "
+            f"pass --resume {run_dir} to continue it, or choose another --out"
+        )
+    leftovers = [name for name in (RUN_RECORD, "losses.csv", "run.log") if (run_dir / name).exists()]
+    if leftovers:
+        raise ToolkitError(
+            f"output folder {run_dir} contains files of an earlier run that stopped before its first checkpoint "
+            f"({', '.join(leftovers)}); delete the folder or choose another --out"
+        )
 
 
 @attrs.define
@@ -155,24 +193,29 @@ def prepare_run(
         overrides = overrides.merged_over(Overrides.from_json(previous.get("overrides", {})))
     elif out is not None:
         run_dir = Path(out)
-        if latest_checkpoint(run_dir) is not None:
-            raise ToolkitError(
-                f"output folder {run_dir} already contains a run with checkpoints; "
-                f"pass --resume {run_dir} to continue it, or choose another --out"
-            )
+        _check_new_run_folder(run_dir)
     else:
-        run_dir = new_run_dir(recipe.name or Path(recipe_file).stem)
+        run_dir = None
 
     recipe = overrides.apply(recipe, registry)
     recipe.validate(registry)
     resolved = recipe.resolved(registry)
     if previous is not None:
         _check_same_model(previous.get("recipe", {}), resolved, run_dir)
-
     torch_device = resolve_device(device)
-    trainer = Trainer(recipe, registry, run_dir, torch_device)
-    if previous is not None:
-        trainer.resume()
+
+    claimed = run_dir is None
+    if claimed:
+        run_dir = claim_run_dir(recipe.name or Path(recipe_file).stem)
+    try:
+        trainer = Trainer(recipe, registry, run_dir, torch_device)
+        if previous is not None:
+            trainer.resume()
+            _check_resumable(trainer, previous, recipe)
+    except BaseException:
+        if claimed and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
 
     record = {
         "name": recipe.name,
@@ -181,6 +224,7 @@ def prepare_run(
         "torch_version": torch.__version__,
         "seed": recipe.seed,
         "device": str(torch_device),
+        "precision": trainer.precision,
         "command": (previous or {}).get("command", command),
         "commands": (previous or {}).get("commands", []) + [command],
         "overrides": overrides.to_json(),
@@ -190,6 +234,23 @@ def prepare_run(
         "created": (previous or {}).get("created", datetime.datetime.now().isoformat(timespec="seconds")),
     }
     return PreparedRun(recipe, run_dir, trainer, record, resumed=previous is not None)
+
+
+def _check_resumable(trainer: Trainer, previous: dict[str, Any], recipe: Recipe) -> None:
+    if trainer.iteration >= recipe.iterations:
+        raise ToolkitError(
+            f"run {trainer.run_dir} is already at iteration {trainer.iteration}; "
+            f"pass --iterations greater than {trainer.iteration} to train further"
+        )
+    earlier_total = previous.get("recipe", {}).get("iterations")
+    if earlier_total is not None and earlier_total != recipe.iterations:
+        log.warning(
+            "the run was planned for %d iterations and now continues to %d: the learning-rate schedule "
+            "is recomputed for %d iterations from here on, so it is not the schedule of an uninterrupted run",
+            earlier_total,
+            recipe.iterations,
+            recipe.iterations,
+        )
 
 
 def _read_record(run_dir: Path) -> dict[str, Any]:
@@ -205,14 +266,34 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
 
 
 def _check_same_model(previous: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
-    changed = sorted(
-        key
-        for key in set(previous) | set(current)
-        if key not in RESUMABLE_CHANGES and previous.get(key) != current.get(key)
-    )
-    if changed:
-        details = "; ".join(f"{key}: {previous.get(key)!r} -> {current.get(key)!r}" for key in changed)
+    changes = []
+    for key in sorted(set(previous) | set(current)):
+        if key not in RESUMABLE_CHANGES:
+            changes += _differences(previous.get(key), current.get(key), key)
+    if changes:
+        shown = "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
         raise RecipeError(
-            f"cannot resume {run_dir} with a different recipe ({details}); only the number of iterations "
-            "and logging intervals may change. Use the recipe that started the run, or start a new run"
+            f"cannot resume {run_dir} with a different recipe ({shown}); only the number of iterations, the "
+            "precision and the logging intervals may change. Use the recipe and --data that started the run, "
+            "or start a new run"
         )
+
+
+def _differences(before: Any, after: Any, path: str) -> list[str]:
+    """List ``path: before -> after`` for each leaf that differs between two JSON-like values."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        found = []
+        for key in sorted(set(before) | set(after)):
+            found += _differences(before.get(key), after.get(key), f"{path}.{key}")
+        return found
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        if all(isinstance(item, dict) for item in before + after):
+            found = []
+            for index, (old, new) in enumerate(zip(before, after)):
+                found += _differences(old, new, f"{path}[{index}]")
+            return found
+    if isinstance(before, list) and isinstance(after, list) and all(isinstance(i, dict) for i in before + after):
+        return [f"{path}: {[i.get('name') for i in before]} -> {[i.get('name') for i in after]}"]
+    if before != after:
+        return [f"{path}: {before!r} -> {after!r}"]
+    return []

@@ -18,6 +18,7 @@ from toolkit.engine import checkpoint
 from toolkit.engine.context import StepContext, Translations
 from toolkit.engine.grid import save_grid, translation_grid
 from toolkit.engine.model import TranslationModel
+from toolkit.engine.precision import autocast, resolve_precision
 from toolkit.engine.records import TOTALS, LossLog, plot_losses
 from toolkit.errors import ToolkitError
 from toolkit.recipe import Recipe
@@ -51,6 +52,7 @@ class Trainer:
         self.recipe = recipe
         self.run_dir = run_dir
         self.device = device
+        self.precision = resolve_precision(recipe.precision, device)
 
         torch.manual_seed(recipe.seed)
         random.seed(recipe.seed)
@@ -82,7 +84,7 @@ class Trainer:
         checkpoint.restore_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
         self.loss_log.truncate_after(self.iteration)
-        log.info("resumed %s at iteration %d", self.run_dir, self.iteration)
+        log.debug("loaded checkpoint %s at iteration %d", latest, self.iteration)
 
     def save(self) -> Path:
         state = {"optimizer": self.optimizers.state_dict(), "rng": checkpoint.rng_state(), "toolkit_version": __version__}
@@ -97,7 +99,8 @@ class Trainer:
         record: dict[str, Tensor] = {}
         self._skipped_update = False
 
-        out = model(real, labels, second_random=self.second_random)
+        with autocast(self.precision, self.device):
+            out = model(real, labels, second_random=self.second_random)
 
         if iteration % self.recipe.content_discriminator_every == 0:
             context = StepContext(model, real, labels, out, iteration)
@@ -147,14 +150,16 @@ class Trainer:
         return record, out
 
     def _total(self, phase: str, context: StepContext, record: dict[str, Tensor]) -> Tensor | None:
-        """Sum the weighted terms of one update, recording each as ``phase/term``."""
+        """Sum the weighted terms of one update in fp32, recording each as ``phase/term``."""
         total = None
-        for name, term in self.terms.items():
-            value = getattr(term, phase)(context)
-            if value is None:
-                continue
-            record[f"{phase}/{name}"] = value.detach()
-            total = value if total is None else total + value
+        with autocast(self.precision, self.device):
+            for name, term in self.terms.items():
+                value = getattr(term, phase)(context)
+                if value is None:
+                    continue
+                value = value.float()
+                record[f"{phase}/{name}"] = value.detach()
+                total = value if total is None else total + value
         return total
 
     def _finite(self, total: Tensor, phase: str, iteration: int, record: dict[str, Tensor]) -> bool:
@@ -211,11 +216,12 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
         log.info(
-            "training %s from iteration %d to %d on %s (batch %d, image size %s)",
+            "training %s from iteration %d to %d on %s in %s (batch %d, image size %s)",
             recipe.name,
             self.iteration,
             recipe.iterations,
             self.device,
+            self.precision,
             recipe.batch_size,
             recipe.image_size,
         )
@@ -247,10 +253,7 @@ class Trainer:
             save_grid(translation_grid(real, out), self.run_dir / "grids" / f"{self.iteration:08d}.png")
         plot_losses(self.run_dir / "losses.csv", self.run_dir / "plots")
         if stop.requested:
-            raise TrainingInterrupted(
-                f"training interrupted at iteration {self.iteration}; checkpoint saved in {last}. "
-                f"Continue with: toolkit run RECIPE --resume {self.run_dir}"
-            )
+            raise TrainingInterrupted(f"training interrupted at iteration {self.iteration}; checkpoint saved in {last}")
         log.info("finished %s at iteration %d", recipe.name, self.iteration)
         return last
 
