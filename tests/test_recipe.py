@@ -75,7 +75,7 @@ def test_variants_change_one_field():
         assert len(body) == 1, name
 
 
-def test_mdmm_and_gmdrit_differ_in_prior_and_two_lines():
+def test_mdmm_gmdrit_line_difference():
     mdmm = (RECIPES / "mdmm.py").read_text().splitlines()
     gmdrit = (RECIPES / "gmdrit.py").read_text().splitlines()
     changed = [
