@@ -239,19 +239,3 @@ def test_finished_run_resume_changes_nothing(registry, apple2orange, tmp_path):
         train("mdmm", registry, apple2orange, run_dir, iterations=1, resume=True)
     assert (run_dir / "run.json").read_text() == before
 
-
-def test_activation_checkpointing_matches_plain(registry, apple2orange, tmp_path):
-    train("gmdrit", registry, apple2orange, tmp_path / "plain", iterations=2)
-    prepared = train(
-        "gmdrit", registry, apple2orange, tmp_path / "checkpointed", iterations=2, activation_checkpointing=True
-    )
-    assert prepared.trainer.model.activation_checkpointing
-
-    for plain, checkpointed in zip(read_rows(tmp_path / "plain"), read_rows(tmp_path / "checkpointed")):
-        for key in plain:
-            if key != "seconds" and plain[key] != "":
-                assert float(checkpointed[key]) == pytest.approx(float(plain[key]), rel=1e-4, abs=1e-6), key
-    weights_a = safetensors.torch.load_file(checkpoint_dirs(tmp_path / "plain")[-1] / "model.safetensors")
-    weights_b = safetensors.torch.load_file(checkpoint_dirs(tmp_path / "checkpointed")[-1] / "model.safetensors")
-    for name in weights_a:
-        assert torch.allclose(weights_a[name], weights_b[name], atol=1e-5), name

@@ -181,16 +181,9 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
     help="Arithmetic precision: fp32, or bf16 autocast; auto (the recipe default) picks bf16 on a CUDA GPU "
     "with bf16 support and fp32 elsewhere.",
 )
-@click.option(
-    "--activation-checkpointing/--no-activation-checkpointing",
-    default=None,
-    help="Recompute the encoders' and generator's activations during backward to save memory (default: the recipe's).",
-)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default runs/<recipe>/<timestamp>/).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Continue the run in this folder from its latest checkpoint.")
-def run(
-    recipe: Path, data, iterations, batch_size, image_size, device, seed, precision, activation_checkpointing, out, resume
-) -> None:
+def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, precision, out, resume) -> None:
     """Train RECIPE (a recipe .py file); options override the recipe's values."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -207,7 +200,6 @@ def run(
         image_size=_image_size(image_size),
         seed=seed,
         precision=precision,
-        activation_checkpointing=activation_checkpointing,
     )
     prepared = prepare_run(recipe, plugins.registry, overrides, device=device, out=out, resume=resume)
     click.echo(str(prepared.run_dir))
@@ -269,13 +261,9 @@ def main() -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Arithmetic precision.")
 @click.option("--data", help="Dataset folder or name (default: each recipe's dataset).")
 @click.option("--synthetic", is_flag=True, help="Feed one random batch instead of loading images, to time compute alone.")
-@click.option("--activation-checkpointing", is_flag=True, help="Recompute encoder and generator activations in backward.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"), show_default=True, help="Folder for bench.json and bench.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
-def bench(
-    recipes, image_sizes, batch_sizes, iterations, warmup, device, precision, data, synthetic, activation_checkpointing,
-    out, as_json,
-) -> None:
+def bench(recipes, image_sizes, batch_sizes, iterations, warmup, device, precision, data, synthetic, out, as_json) -> None:
     """Time training iterations of RECIPES (default gmdrit_ttur and mdmm) at each image and batch size."""
     from toolkit.engine.bench import BenchSetting, format_table, plot_results, run_in_subprocess
 
@@ -293,7 +281,6 @@ def bench(
                     device=device,
                     precision=precision,
                     synthetic=synthetic,
-                    activation_checkpointing=activation_checkpointing,
                     data=data,
                 )
                 log.info("benchmarking %s at S=%d, batch %d", recipe, size, batch)

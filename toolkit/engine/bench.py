@@ -35,7 +35,6 @@ class BenchSetting:
     device: str = "auto"
     precision: str = "auto"
     synthetic: bool = False
-    activation_checkpointing: bool = False
     data: str | None = None
 
 
@@ -57,7 +56,6 @@ def measure(setting: BenchSetting) -> dict[str, Any]:
                 batch_size=setting.batch_size,
                 image_size=setting.image_size,
                 precision=setting.precision,
-                activation_checkpointing=setting.activation_checkpointing,
             ),
             device=setting.device,
             out=Path(folder) / "run",
@@ -160,7 +158,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
     """Render seconds per iteration as a Markdown table: recipes by rows, image sizes and batch sizes by columns."""
     columns = sorted({(result["image_size"], result["batch_size"]) for result in results})
     recipes = list(dict.fromkeys(result["recipe"] for result in results))
-    # NOTE: settings that differ only in precision or checkpointing share a cell; bench.json has them all.
+    # NOTE: settings that differ only in precision or data source share a cell; bench.json keeps them all.
     header = "| recipe | " + " | ".join(f"S={size}, batch {batch}" for size, batch in columns) + " |"
     lines = [header, "|" + " --- |" * (len(columns) + 1)]
     for recipe in recipes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from toolkit.components import Posterior, Prior
 from toolkit.engine.context import Translations
@@ -22,7 +21,6 @@ class TranslationModel(nn.Module):
     def __init__(self, recipe: Recipe, registry: Registry, num_domains: int) -> None:
         super().__init__()
         self.num_domains = num_domains
-        self.activation_checkpointing = recipe.activation_checkpointing
 
         def build(item, **context):
             return registry.build(item.kind, item.name, item.kwargs, **context)
@@ -62,22 +60,12 @@ class TranslationModel(nn.Module):
             "generator": list(self.generator.parameters()) + list(self.prior.prior_heads.parameters()),
         }
 
-    def _call(self, network: nn.Module, *inputs: Tensor) -> Tensor:
-        """Run an encoder or the generator, keeping only its inputs for backward when checkpointing.
-
-        With activation checkpointing the network's forward pass is recomputed during
-        each backward pass (with the same random numbers), trading compute for memory.
-        """
-        if self.activation_checkpointing and torch.is_grad_enabled():
-            return checkpoint(network, *inputs, use_reentrant=False)
-        return network(*inputs)
-
     def one_hot(self, labels: Tensor, like: Tensor) -> Tensor:
         return nn.functional.one_hot(labels, self.num_domains).to(like.dtype)
 
     def encode_attributes(self, images: Tensor, labels: Tensor) -> Posterior:
         """Return q(z|x) (and q(y|x)) of ``images`` (N,3,H,W) given their domain indices (N,)."""
-        features = self._call(self.attribute_encoder, images, self.one_hot(labels, images))
+        features = self.attribute_encoder(images, self.one_hot(labels, images))
         return self.prior.posterior(features)
 
     def forward(self, real: Tensor, labels: Tensor, second_random: bool = False) -> Translations:
@@ -90,8 +78,8 @@ class TranslationModel(nn.Module):
         n = real.shape[0] // 2
         domain_one_hot = self.one_hot(labels, real)
 
-        content = self._call(self.content_encoder, real)
-        posterior = self.prior.posterior(self._call(self.attribute_encoder, real, domain_one_hot))
+        content = self.content_encoder(real)
+        posterior = self.prior.posterior(self.attribute_encoder(real, domain_one_hot))
         code = self.prior.domain_code(posterior, labels)
         partner_content = content.roll(n, dims=0)
 
@@ -105,22 +93,19 @@ class TranslationModel(nn.Module):
             contents.append(partner_content)
             attributes.append(random_z2)
             codes.append(domain_one_hot)
-        generated = self._call(self.generator, torch.cat(contents), torch.cat(attributes), torch.cat(codes))
-        generated = generated.split(2 * n)
+        generated = self.generator(torch.cat(contents), torch.cat(attributes), torch.cat(codes)).split(2 * n)
         cross, self_recon, random = generated[:3]
         random2 = generated[3] if second_random else None
 
         # Re-encode the translations: the cross translations for the cross-cycle
         # reconstruction, the random-attribute ones for latent regression.
-        cross_content = self._call(self.content_encoder, cross)
-        features = self._call(
-            self.attribute_encoder, torch.cat([cross, random]), torch.cat([domain_one_hot, domain_one_hot])
-        )
+        cross_content = self.content_encoder(cross)
+        features = self.attribute_encoder(torch.cat([cross, random]), torch.cat([domain_one_hot, domain_one_hot]))
         cross_features, random_features = features.split(2 * n)
         cross_posterior = self.prior.posterior(cross_features)
         random_posterior = self.prior.posterior(random_features)
-        cycle = self._call(
-            self.generator, cross_content.roll(n, dims=0), cross_posterior.z, self.prior.domain_code(cross_posterior, labels)
+        cycle = self.generator(
+            cross_content.roll(n, dims=0), cross_posterior.z, self.prior.domain_code(cross_posterior, labels)
         )
 
         return Translations(

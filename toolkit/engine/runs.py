@@ -23,14 +23,13 @@ from toolkit.registry import Registry
 log = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"
-# Recipe fields that may change when a run is resumed: they set its length, arithmetic,
-# memory use and logging, not the model.
+# Recipe fields that may change when a run is resumed: they set its length, arithmetic and
+# logging, not the model.
 RESUMABLE_CHANGES = frozenset(
     {
         "name",
         "iterations",
         "precision",
-        "activation_checkpointing",
         "log_every",
         "grid_every",
         "plot_every",
@@ -51,7 +50,6 @@ class Overrides:
     image_size: int | tuple[int, int] | None = None
     seed: int | None = None
     precision: str | None = None
-    activation_checkpointing: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         values = attrs.asdict(self)
@@ -73,7 +71,7 @@ class Overrides:
 
     def apply(self, recipe: Recipe, registry: Registry) -> Recipe:
         changes: dict[str, Any] = {}
-        for key in ("iterations", "batch_size", "image_size", "seed", "precision", "activation_checkpointing"):
+        for key in ("iterations", "batch_size", "image_size", "seed", "precision"):
             value = getattr(self, key)
             if value is not None:
                 changes[key] = value
