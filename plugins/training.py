@@ -88,11 +88,10 @@ def linear_decay(total: int, start_fraction: float):
 class AdamTTUR:
     """Adam for each network with per-network learning rates (TTUR) and linear decay to 0.
 
-    ``lr`` is the learning rate of the encoders, the generator and the prior heads;
-    ``discriminator_lr`` (default ``lr``) that of both image discriminators;
-    ``content_discriminator_lr`` (default ``discriminator_lr / 2.5``, as MDMM) that of
-    the content discriminator, whose gradient norm is clipped to
-    ``content_discriminator_max_norm``. ``max_grad_norm`` clips every other network
+    ``lr`` is the learning rate of the encoders, the generator and the prior heads, and
+    ``discriminator_lr`` (default ``lr``) that of both image discriminators. The content
+    discriminator learns at ``content_discriminator_lr`` (default ``discriminator_lr /
+    2.5``, as in MDMM), and its gradient norm is clipped to ``content_discriminator_max_norm``. ``max_grad_norm`` clips every other network
     (None: no clipping). The learning rates stay constant for the first
     ``decay_start`` fraction of the iterations, then fall linearly to 0 at the last one.
     TTUR (Heusel et al., 2017) is a choice of the two rates, e.g. discriminator 5e-5 and

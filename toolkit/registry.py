@@ -193,9 +193,9 @@ class Registry:
     def build(self, kind: str, name: str, params: dict[str, Any], **context: Any) -> Any:
         """Call the factory with the recipe's ``params`` and the context arguments it declares."""
         entry = self.check_parameters(kind, name, params)
-        wanted = {key: value for key, value in context.items() if key in entry.context_arguments}
+        declared = {key: value for key, value in context.items() if key in entry.context_arguments}
         try:
-            return entry.factory(**params, **wanted)
+            return entry.factory(**params, **declared)
         except ValueError as error:
             raise RecipeError(f"invalid settings for {kind} '{name}': {error}") from None
 

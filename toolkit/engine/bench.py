@@ -158,7 +158,6 @@ def format_table(results: list[dict[str, Any]]) -> str:
     """Render seconds per iteration as a Markdown table: recipes by rows, image sizes and batch sizes by columns."""
     columns = sorted({(result["image_size"], result["batch_size"]) for result in results})
     recipes = list(dict.fromkeys(result["recipe"] for result in results))
-    # NOTE: settings that differ only in precision or data source share a cell; bench.json keeps them all.
     header = "| recipe | " + " | ".join(f"S={size}, batch {batch}" for size, batch in columns) + " |"
     lines = [header, "|" + " --- |" * (len(columns) + 1)]
     for recipe in recipes:

@@ -1,4 +1,4 @@
-"""What a loss term sees: the batch, the forward pass and memoised discriminator outputs."""
+"""The inputs of a loss term: the batch, the forward pass and memoised discriminator outputs."""
 
 from __future__ import annotations
 

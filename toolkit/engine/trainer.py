@@ -103,19 +103,9 @@ class Trainer:
             out = model(real, labels, second_random=self.second_random)
 
         if iteration % self.recipe.content_discriminator_every == 0:
-            context = StepContext(model, real, labels, out, iteration)
-            total = self._total("content_discriminator", context, record)
-            if total is not None and self._finite(total, "content_discriminator", iteration, record):
-                optimizers.zero_grad(["content_discriminator"])
-                total.backward()
-                optimizers.step(["content_discriminator"])
+            self._update_discriminator("content_discriminator", StepContext(model, real, labels, out, iteration), record)
 
-        context = StepContext(model, real, labels, out, iteration)
-        total = self._total("discriminator", context, record)
-        if total is not None and self._finite(total, "discriminator", iteration, record):
-            optimizers.zero_grad(["discriminator"])
-            total.backward()
-            optimizers.step(["discriminator"])
+        total = self._update_discriminator("discriminator", StepContext(model, real, labels, out, iteration), record)
         if total is not None:
             record[TOTALS[0]] = total.detach()
 
@@ -148,6 +138,15 @@ class Trainer:
 
         optimizers.advance_schedules()
         return record, out
+
+    def _update_discriminator(self, group: str, context: StepContext, record: dict[str, Tensor]) -> Tensor | None:
+        """Sum the terms of the ``group`` update and, if the total is finite, step that network."""
+        total = self._total(group, context, record)
+        if total is not None and self._finite(total, group, context.iteration, record):
+            self.optimizers.zero_grad([group])
+            total.backward()
+            self.optimizers.step([group])
+        return total
 
     def _total(self, phase: str, context: StepContext, record: dict[str, Tensor]) -> Tensor | None:
         """Sum the weighted terms of one update in fp32, recording each as ``phase/term``."""
