@@ -79,8 +79,8 @@ def test_grid_is_two_by_five(registry, apple2orange, tmp_path):
     train("mdmm", registry, apple2orange, run_dir, iterations=1)
     with Image.open(run_dir / "grids" / "00000001.png") as grid:
         width, height = grid.size
-    # torchvision's grid: 2 px padding around and between 64 px images.
-    assert (width, height) == (5 * 66 + 2, 2 * 66 + 2)
+    # 2 px padding around and between 64 px images, under a 14 px row of column headings.
+    assert (width, height) == (5 * 66 + 2, 14 + 2 * 66 + 2)
 
 
 def test_resume_equals_uninterrupted_run(registry, apple2orange, tmp_path):

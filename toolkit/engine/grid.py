@@ -9,6 +9,9 @@ import torch
 from toolkit.engine.context import Translations
 
 GRID_COLUMNS = ("input", "cross translation", "random attribute", "self reconstruction", "cross-cycle")
+# Column headings drawn above the grid, short enough for 64-pixel tiles.
+GRID_HEADINGS = ("input", "cross", "random", "self", "cycle")
+HEADING_HEIGHT = 14
 
 
 def translation_grid(real: torch.Tensor, out: Translations) -> torch.Tensor:
@@ -26,8 +29,21 @@ def translation_grid(real: torch.Tensor, out: Translations) -> torch.Tensor:
 
 
 def save_grid(images: torch.Tensor, path: Path) -> None:
-    """Write images in [-1, 1] as a PNG grid with five columns."""
+    """Write images in [-1, 1] as a PNG grid with five columns under a row of column headings."""
     import torchvision.utils  # imported here: torchvision adds seconds to every command's start-up
+    from PIL import Image, ImageDraw
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    torchvision.utils.save_image((images.clamp(-1, 1) + 1) / 2, path, nrow=len(GRID_COLUMNS), padding=2)
+    padding = 2
+    grid = torchvision.utils.make_grid((images.clamp(-1, 1) + 1) / 2, nrow=len(GRID_COLUMNS), padding=padding)
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    body = Image.fromarray(pixels)
+
+    canvas = Image.new("RGB", (body.width, body.height + HEADING_HEIGHT), "white")
+    canvas.paste(body, (0, HEADING_HEIGHT))
+    draw = ImageDraw.Draw(canvas)
+    tile = images.shape[-1] + padding
+    for column, heading in enumerate(GRID_HEADINGS):
+        width = draw.textlength(heading)
+        draw.text((padding + column * tile + (tile - padding - width) / 2, 1), heading, fill="black")
+    canvas.save(path)
