@@ -6,6 +6,7 @@ import contextlib
 import inspect
 import json
 import logging
+import logging.handlers
 import signal
 import sys
 from pathlib import Path
@@ -201,12 +202,21 @@ def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, pr
         seed=seed,
         precision=precision,
     )
-    prepared = prepare_run(recipe, plugins.registry, overrides, device=device, out=out, resume=resume)
+    # Messages logged before the run folder exists (skipped images, say) are kept and
+    # written to run.log once it does.
+    early = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
+    logging.getLogger("toolkit").addHandler(early)
+    try:
+        prepared = prepare_run(recipe, plugins.registry, overrides, device=device, out=out, resume=resume)
+    finally:
+        logging.getLogger("toolkit").removeHandler(early)
     click.echo(str(prepared.run_dir))
     prepared.write_record()
 
     handler = logging.FileHandler(prepared.run_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    early.setTarget(handler)
+    early.close()
     logging.getLogger("toolkit").addHandler(handler)
     for package, error in plugins.registry.failures:
         log.warning("plugin package '%s' failed to load: %s", package, error)
@@ -216,9 +226,28 @@ def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, pr
         try:
             prepared.trainer.train(stop)
         except TrainingInterrupted as error:
-            message = f"{error}. Continue with: toolkit run {recipe} --resume {prepared.run_dir}"
-            log.warning("%s", message)
-            click.echo(f"Error: {message}", err=True)
+            log.warning("%s. Continue with: toolkit run %s --resume %s", error, recipe, prepared.run_dir)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            from toolkit.engine.checkpoint import latest_checkpoint
+
+            latest = latest_checkpoint(prepared.run_dir)
+            if latest is None:
+                log.error(
+                    "training aborted by a second interrupt at iteration %d before the first checkpoint; "
+                    "delete %s to start again",
+                    prepared.trainer.iteration,
+                    prepared.run_dir,
+                )
+            else:
+                log.error(
+                    "training aborted by a second interrupt at iteration %d; checkpoint %s is intact. "
+                    "Continue with: toolkit run %s --resume %s",
+                    prepared.trainer.iteration,
+                    latest,
+                    recipe,
+                    prepared.run_dir,
+                )
             sys.exit(130)
         finally:
             logging.getLogger("toolkit").removeHandler(handler)

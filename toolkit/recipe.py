@@ -255,23 +255,28 @@ _loading: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar("too
 
 
 def find_recipe_file(reference: str | Path) -> Path:
-    """Resolve a recipe path or bare name (``gmdrit``) to an existing file."""
+    """Resolve a recipe path or bare name (``gmdrit``) to an existing file.
+
+    A relative reference is looked up beside the recipe files being loaded (innermost
+    first), then in the current folder, then in ``./recipes``; ``.py`` may be left out.
+    """
     reference = Path(reference)
-    candidates = [reference]
-    if reference.suffix != ".py":
-        candidates.append(reference.with_suffix(".py"))
-    if not reference.is_absolute():
-        for folder in reversed(_loading.get()):
-            candidates += [folder / path for path in list(candidates)]
-        candidates += [Path("recipes") / path for path in list(candidates)]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    searched = sorted({str(candidate.parent.resolve()) for candidate in candidates})
-    raise RecipeError(
-        f"recipe file '{reference}' not found (searched {', '.join(searched)}); pass the path of a .py file "
-        "that defines `recipe`, e.g. recipes/gmdrit.py"
-    )
+    names = [reference] if reference.suffix == ".py" else [reference, reference.with_suffix(".py")]
+    if reference.is_absolute():
+        folders = [Path("/")]
+    else:
+        folders = [*reversed(_loading.get()), Path.cwd(), Path.cwd() / "recipes"]
+    for folder in folders:
+        for name in names:
+            candidate = folder / name
+            if candidate.is_file():
+                return candidate.resolve()
+    searched = ", ".join(dict.fromkeys(str(folder) for folder in folders))
+    if _loading.get():
+        hint = "a recipe that loads another one names it relative to its own folder or the current folder"
+    else:
+        hint = "pass the path of a .py file that defines `recipe`, e.g. recipes/gmdrit.py"
+    raise RecipeError(f"recipe file '{reference}' not found (looked in {searched}); {hint}")
 
 
 def load_recipe(reference: str | Path) -> Recipe:

@@ -145,12 +145,16 @@ def resolve_data(name_or_path: str | Path) -> Path:
         raise DataError(
             f"data path '{name_or_path}' is a file, not a folder; unzip it and pass the folder that contains trainA/"
         )
-    raise DataError(
-        _unknown_name_message(
-            str(name_or_path),
-            f"data folder '{name_or_path}' not found; pass a folder with trainA/, trainB/, ... or a dataset name",
-        )
+    message = _unknown_name_message(
+        str(name_or_path),
+        f"data folder '{name_or_path}' not found; pass a folder with trainA/, trainB/, ... or a dataset name",
     )
+    if path.parent.is_dir():
+        siblings = [child.name for child in path.parent.iterdir() if child.is_dir()]
+        close = difflib.get_close_matches(path.name, siblings, n=1, cutoff=0.8)
+        if close:
+            message += f" Did you mean the folder '{path.parent / close[0]}'?"
+    raise DataError(message)
 
 
 def _unknown_name_message(name: str, opening: str) -> str:

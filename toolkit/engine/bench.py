@@ -39,13 +39,15 @@ class BenchSetting:
 
 
 def measure(setting: BenchSetting) -> dict[str, Any]:
-    """Train ``setting`` for warm-up plus measured iterations in this process and return its figures."""
+    """Train ``setting`` for a FLOP-counting iteration, the warm-up and the measured iterations; return its figures."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from toolkit.engine.runs import Overrides, prepare_run
     from toolkit.plugins import get_registry
 
-    total = setting.warmup + setting.iterations
+    # One extra first iteration counts FLOPs. It includes the content discriminator's
+    # update, which runs every few iterations, so its count is the most an iteration costs.
+    total = 1 + setting.warmup + setting.iterations
     with tempfile.TemporaryDirectory(prefix="toolkit-bench-") as folder:
         prepared = prepare_run(
             setting.recipe,
@@ -67,7 +69,6 @@ def measure(setting: BenchSetting) -> dict[str, Any]:
         batches = _batches(trainer, setting, total)
 
         times = []
-        flops = None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         for iteration in range(total):
@@ -75,16 +76,16 @@ def measure(setting: BenchSetting) -> dict[str, Any]:
             real, labels = next(batches)
             real = real.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            if iteration == setting.warmup - 1 or (setting.warmup == 0 and iteration == 0 and flops is None):
+            if iteration == 0:
                 counter = FlopCounterMode(display=False)
                 with counter:
                     trainer.step(real, labels, iteration)
                 flops = counter.get_total_flops()
-            else:
-                trainer.step(real, labels, iteration)
+                continue
+            trainer.step(real, labels, iteration)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if iteration >= setting.warmup:
+            if iteration > setting.warmup:
                 times.append(time.perf_counter() - started)
 
         if device.type == "cuda":

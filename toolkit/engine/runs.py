@@ -274,8 +274,8 @@ def _check_same_model(previous: dict[str, Any], current: dict[str, Any], run_dir
         shown = "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
         raise RecipeError(
             f"cannot resume {run_dir} with a different recipe ({shown}); only the number of iterations, the "
-            "precision and the logging intervals may change. Use the recipe and --data that started the run, "
-            "or start a new run"
+            "precision and the logging intervals may change. Drop the options that change these fields (the run's "
+            "own settings are in its run.json), or start a new run"
         )
 
 

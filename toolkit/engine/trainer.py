@@ -76,7 +76,8 @@ class Trainer:
         latest = checkpoint.latest_checkpoint(self.run_dir)
         if latest is None:
             raise ToolkitError(
-                f"run folder {self.run_dir} has no complete checkpoint to resume from; start a new run without --resume"
+                f"run folder {self.run_dir} has no complete checkpoint to resume from; "
+                "delete the folder (or choose another --out) and start a new run without --resume"
             )
         checkpoint.load_weights(latest, self.model, self.device)
         state = checkpoint.load_state(latest)
