@@ -20,6 +20,7 @@ CONTENT = 256
 # backward at GRADIENT_SIZES, and forward only at FORWARD_SIZES to keep the tests fast.
 GRADIENT_SIZES = {
     (108, 108): (2, 2),
+    (216, 216): (4, 4),
     (64, 96): (1, 2),
 }
 FORWARD_SIZES = {
