@@ -89,7 +89,7 @@ class ContentDiscriminator(nn.Module):
     The defaults at two domains give 10,683,906 parameters.
 
     The reference pads the 7×7 convolutions by 1 and has no pooling, so the 4×4
-    convolution sees a 4×4 map only for content maps of 53 to 60 a side (216×216 images
+    convolution gets a 4×4 map only for content maps of 53 to 60 a side (216×216 images
     among the usual sizes). Smaller maps fail and larger ones give several logits per
     domain. Here the 7×7 convolutions use reflection padding 3 and the adaptive pool
     brings any map to 4×4, so content maps of at least 13×13 work, square or not.

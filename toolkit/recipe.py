@@ -258,7 +258,7 @@ def find_recipe_file(reference: str | Path) -> Path:
     """Resolve a recipe path or bare name (``gmdrit``) to an existing file.
 
     A relative reference is looked up beside the recipe files being loaded (innermost
-    first), then in the current folder, then in ``./recipes``; ``.py`` may be left out.
+    first), then in the current folder, then in ``./recipes``. The ``.py`` may be left out.
     """
     reference = Path(reference)
     names = [reference] if reference.suffix == ".py" else [reference, reference.with_suffix(".py")]

@@ -61,6 +61,8 @@ class Trainer:
         self.terms = {item.name: registry.build("loss", item.name, item.kwargs) for item in recipe.losses}
         optimizer_factory = registry.build("optimizer", recipe.optimizer.name, recipe.optimizer.kwargs)
         self.optimizers = optimizer_factory.build(self.model.parameter_groups(), recipe.iterations)
+        groups = self.model.parameter_groups()
+        self.generator_alone_params = [p for group in GENERATOR_ALONE_GROUPS for p in groups[group]]
         self.second_random = any("second_random" in term.requires for term in self.terms.values())
         self.iterations_per_epoch = iterations_per_epoch(self.data.domain_sizes, recipe.batch_size)
 
@@ -118,8 +120,7 @@ class Trainer:
         context = StepContext(model, real, labels, out, iteration)
         encoder_generator = self._total("encoder_generator", context, record)
         generator_alone = self._total("generator", context, record)
-        groups = model.parameter_groups()
-        alone_params = [p for group in GENERATOR_ALONE_GROUPS for p in groups[group]]
+        alone_params = self.generator_alone_params
         alone_grads = None
         if generator_alone is not None and self._finite(generator_alone, "generator", iteration, record):
             alone_grads = torch.autograd.grad(generator_alone, alone_params, retain_graph=True, allow_unused=True)
