@@ -145,6 +145,12 @@ class GaussianMixturePrior(Prior):
         """Gumbel-softmax temperature used by ``posterior`` now."""
         return self._temperature
 
+    @current_temperature.setter
+    def current_temperature(self, value: float) -> None:
+        if value <= 0:
+            raise ValueError(f"the Gumbel temperature must be positive, got {value}")
+        self._temperature = float(value)
+
     def set_epoch(self, epoch: float) -> None:
         """Set the Gumbel temperature to max(min_temperature, temperature * exp(-temperature_decay * epoch))."""
         decayed = self.temperature * math.exp(-self.temperature_decay * epoch)

@@ -131,6 +131,8 @@ def test_ctrl_c_writes_checkpoint(apple2orange, tmp_path):
 
 
 def test_bench_synthetic_reports_figures(apple2orange, tmp_path):
+    from toolkit.engine.precision import cpu_has_bf16
+
     result = invoke(
         "bench", RECIPES / "mdmm.py", "--image-size", 64, "--iterations", 1, "--warmup", 1, "--synthetic",
         "--data", apple2orange, "--device", "cpu", "--out", tmp_path, "--json",
@@ -142,7 +144,7 @@ def test_bench_synthetic_reports_figures(apple2orange, tmp_path):
     assert figures["images_per_second"] == 2 / figures["seconds_per_iteration_mean"]
     assert figures["flops_per_iteration"] > 1e9
     assert figures["peak_memory_bytes"] > 0
-    assert figures["precision"] == "fp32"
+    assert figures["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
     assert (tmp_path / "bench.png").is_file()
 
 

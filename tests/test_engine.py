@@ -195,9 +195,12 @@ def test_bf16_autocast_trains_finite(registry, apple2orange, tmp_path):
     assert all(tensor.dtype == torch.float32 for tensor in weights.values())
 
 
-def test_auto_precision_is_fp32_on_cpu(registry, apple2orange, tmp_path):
+def test_auto_precision_is_bf16_only_on_cpus_with_bf16(registry, apple2orange, tmp_path):
+    from toolkit.engine.precision import cpu_has_bf16
+
     prepared = train("mdmm", registry, apple2orange, tmp_path / "run", iterations=1)
-    assert prepared.trainer.precision == "fp32"
+    assert prepared.trainer.precision == ("bf16" if cpu_has_bf16() else "fp32")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["precision"] == prepared.trainer.precision
 
 
 def test_default_run_folders_are_unique(tmp_path):

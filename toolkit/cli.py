@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,9 +24,18 @@ log = logging.getLogger("toolkit")
 
 
 def _configure_logging(verbose: bool) -> None:
+    # Under torchrun, which sets RANK, the ranks other than 0 log warnings and errors
+    # only (debug messages too with -v), each line marked with the rank.
+    rank = os.environ.get("RANK", "0")
+    other_rank = rank not in ("", "0")
+    if verbose:
+        level = logging.DEBUG
+    else:
+        level = logging.WARNING if other_rank else logging.INFO
+    marker = f"rank {rank} " if other_rank else ""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=level,
+        format=f"%(asctime)s {marker}%(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
@@ -180,16 +190,18 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
     "--precision",
     type=click.Choice(["auto", "fp32", "bf16"]),
     help="Arithmetic precision: fp32, or bf16 autocast; auto (the recipe default) picks bf16 on a CUDA GPU "
-    "with bf16 support and fp32 elsewhere.",
+    "with bf16 support or a CPU with bf16 instructions, and fp32 elsewhere.",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default runs/<recipe>/<timestamp>/).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Continue the run in this folder from its latest checkpoint.")
 def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, precision, out, resume) -> None:
-    """Train RECIPE (a recipe .py file); options override the recipe's values."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    """Train RECIPE (a recipe .py file); options override the recipe's values.
 
-    from toolkit.engine.runs import Overrides, prepare_run
-    from toolkit.engine.trainer import StopRequest, TrainingInterrupted
+    Under torchrun (for example ``torchrun --nproc-per-node 2 -m toolkit run RECIPE``)
+    each process trains on its own batches, and --batch-size is the batch of one process.
+    """
+    from toolkit.engine import distributed
+    from toolkit.engine.runs import Overrides
 
     if out is not None and resume is not None and out.resolve() != resume.resolve():
         raise click.UsageError("--out and --resume name different folders; a resumed run continues in its own folder")
@@ -202,6 +214,20 @@ def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, pr
         seed=seed,
         precision=precision,
     )
+    try:
+        _train(recipe, plugins, overrides, device, out, resume)
+    finally:
+        distributed.shutdown()
+
+
+def _train(recipe: Path, plugins, overrides, device: str, out: Path | None, resume: Path | None) -> None:
+    """Prepare the run, log to its run.log and train until the run ends, is interrupted or fails."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from toolkit.engine import distributed
+    from toolkit.engine.runs import prepare_run
+    from toolkit.engine.trainer import StopRequest, TrainingInterrupted
+
     # Messages logged before the run folder exists (skipped images, say) are kept and
     # written to run.log once it does.
     early = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
@@ -210,48 +236,65 @@ def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, pr
         prepared = prepare_run(recipe, plugins.registry, overrides, device=device, out=out, resume=resume)
     finally:
         logging.getLogger("toolkit").removeHandler(early)
-    click.echo(str(prepared.run_dir))
-    prepared.write_record()
 
-    handler = logging.FileHandler(prepared.run_dir / "run.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    early.setTarget(handler)
-    early.close()
-    logging.getLogger("toolkit").addHandler(handler)
-    for package, error in plugins.registry.failures:
-        log.warning("plugin package '%s' failed to load: %s", package, error)
+    # Rank 0 alone prints the run folder and writes run.json and run.log. The other
+    # ranks' warnings and errors go to their stderr only.
+    main = distributed.is_main()
+    handler = None
+    if main:
+        click.echo(str(prepared.run_dir))
+        prepared.write_record()
+        handler = logging.FileHandler(prepared.run_dir / "run.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        early.setTarget(handler)
+        early.close()
+        logging.getLogger("toolkit").addHandler(handler)
+        for package, error in plugins.registry.failures:
+            log.warning("plugin package '%s' failed to load: %s", package, error)
+    else:
+        early.close()
+    resume_command = _resume_command(recipe, prepared.run_dir, distributed.world_size())
 
     stop = StopRequest()
     with _stop_on_interrupt(stop), logging_redirect_tqdm():
         try:
             prepared.trainer.train(stop)
         except TrainingInterrupted as error:
-            log.warning("%s. Continue with: toolkit run %s --resume %s", error, recipe, prepared.run_dir)
+            if main:
+                log.warning("%s. Continue with: %s", error, resume_command)
             sys.exit(130)
         except KeyboardInterrupt:
             from toolkit.engine.checkpoint import latest_checkpoint
 
             latest = latest_checkpoint(prepared.run_dir)
-            if latest is None:
+            if main and latest is None:
                 log.error(
                     "training aborted by a second interrupt at iteration %d before the first checkpoint; "
                     "delete %s to start again",
                     prepared.trainer.iteration,
                     prepared.run_dir,
                 )
-            else:
+            elif main:
                 log.error(
                     "training aborted by a second interrupt at iteration %d; checkpoint %s is intact. "
-                    "Continue with: toolkit run %s --resume %s",
+                    "Continue with: %s",
                     prepared.trainer.iteration,
                     latest,
-                    recipe,
-                    prepared.run_dir,
+                    resume_command,
                 )
             sys.exit(130)
         finally:
-            logging.getLogger("toolkit").removeHandler(handler)
-            handler.close()
+            if handler is not None:
+                logging.getLogger("toolkit").removeHandler(handler)
+                handler.close()
+
+
+def _resume_command(recipe: Path, run_dir: Path, world_size: int) -> str:
+    """Return the command that continues the run in ``run_dir``."""
+    command = f"run {recipe} --resume {run_dir}"
+    if world_size > 1:
+        return f"torchrun <the same torchrun options> -m toolkit {command}"
+    return f"toolkit {command}"
 
 
 @contextlib.contextmanager
@@ -322,3 +365,13 @@ def bench(recipes, image_sizes, batch_sizes, iterations, warmup, device, precisi
     else:
         click.echo(format_table(results))
         click.echo(f"\nresults: {out / 'bench.json'}, chart: {out / 'bench.png'}")
+
+
+def _add_evaluation_commands() -> None:
+    from toolkit.cli_evaluation import evaluate, translate
+
+    cli.add_command(translate)
+    cli.add_command(evaluate)
+
+
+_add_evaluation_commands()

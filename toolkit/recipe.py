@@ -144,7 +144,7 @@ class Recipe:
     component resizes images to a larger load size first (R=256 for S=216, R=128 for
     S=108). ``batch_size`` counts the images of both domains: half come from each.
     ``precision`` is ``fp32``, ``bf16`` (autocast) or ``auto``: bf16 on a CUDA GPU that
-    supports it, else fp32. ``content_discriminator_every`` spaces the content discriminator's updates, and
+    supports it or a CPU with bf16 instructions, else fp32. ``content_discriminator_every`` spaces the content discriminator's updates, and
     ``max_nonfinite_updates`` is how many updates in a row may be skipped for a NaN
     or infinite loss before training stops.
     """

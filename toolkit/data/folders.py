@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 # Errors PIL raises for a file it cannot identify or decode (a truncated JPEG raises OSError).
-_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 # Maximum unreadable files per domain folder that the log names one by one. The rest are only counted.
 _MAX_NAMED_SKIPS = 10
@@ -120,7 +120,7 @@ def _list_images(folder: Path) -> list[Path]:
             # Image.open reads the header only; pixels are decoded at load time.
             with Image.open(path):
                 pass
-        except _IMAGE_ERRORS as error:
+        except IMAGE_ERRORS as error:
             skipped += 1
             if skipped <= _MAX_NAMED_SKIPS:
                 log.warning("skipping '%s': not a readable image (%s)", path, error)
@@ -216,7 +216,7 @@ class DomainImageDataset(Dataset):
                 continue
             try:
                 image = load_rgb(path)
-            except _IMAGE_ERRORS as error:
+            except IMAGE_ERRORS as error:
                 self._broken.add(path)
                 log.warning("failed to decode '%s' (%s); using another image of the same domain instead", path, error)
                 continue
@@ -241,5 +241,26 @@ class DomainImageDataset(Dataset):
         if mirror:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-        return pixels.to(torch.float32) / 127.5 - 1.0
+        return to_tensor(image)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """Convert an RGB image to a float32 tensor (3, H, W) in [-1, 1]."""
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return pixels.to(torch.float32) / 127.5 - 1.0
+
+
+def center_view(
+    image: Image.Image, image_size: int | Sequence[int], load_size: int | Sequence[int] | None = None
+) -> torch.Tensor:
+    """Return the test-time view of ``image``: resized to ``load_size`` (bicubic), centre-cropped to ``image_size``.
+
+    ``load_size`` defaults to :func:`default_load_size`, as in training, so the view has the
+    scale the model was trained on. Returns a float32 tensor (3, H, W) in [-1, 1].
+    """
+    height, width = image_shape(image_size)
+    load_height, load_width = default_load_size(image_size) if load_size is None else image_shape(load_size, "load_size")
+    top = (load_height - height) // 2
+    left = (load_width - width) // 2
+    image = image.resize((load_width, load_height), INTERPOLATIONS["bicubic"])
+    return to_tensor(image.crop((left, top, left + width, top + height)))

@@ -1,7 +1,8 @@
-"""Two-domain batches: the images of training iteration t as a pure function of (seed, t)."""
+"""Two-domain batches: the images of training iteration t as a pure function of (seed, t, rank)."""
 
 from __future__ import annotations
 
+import hashlib
 import signal
 from collections.abc import Iterator, Sequence
 
@@ -26,7 +27,8 @@ def _check_batch_size(batch_size: int) -> None:
 class DomainPairBatchSampler(Sampler[list[Key]]):
     """Batch sampler that pairs two different domains in every batch.
 
-    Batch ``t`` is drawn from a generator seeded with ``seed * 1_000_003 + t``. It picks
+    Batch ``t`` is drawn from a generator seeded with ``seed * 1_000_003 + t`` (see
+    :meth:`generator_seed` for the other ranks of a multi-process run). It picks
     an ordered pair of different domains, uniform over the K * (K - 1) pairs. It then
     draws ``batch_size / 2`` distinct image indices from each domain (with replacement
     only for a domain with fewer images) and one augmentation seed per image. The first half of the batch comes from
@@ -36,6 +38,10 @@ class DomainPairBatchSampler(Sampler[list[Key]]):
     Iteration yields batches ``start_iteration, start_iteration + 1, ...`` and stops
     before batch ``iterations`` (the schedule's total, so a run resumed at ``t`` yields
     ``iterations - t`` batches); it is infinite when ``iterations`` is None.
+
+    In a run of ``world_size`` processes, process ``rank`` draws its own batch at every
+    iteration, so one iteration trains on ``world_size * batch_size`` images. Rank 0 draws the
+    batches of a single-process run with the same seed.
     """
 
     def __init__(
@@ -45,6 +51,8 @@ class DomainPairBatchSampler(Sampler[list[Key]]):
         seed: int,
         start_iteration: int = 0,
         iterations: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         _check_batch_size(batch_size)
         if len(domain_sizes) < 2:
@@ -53,16 +61,34 @@ class DomainPairBatchSampler(Sampler[list[Key]]):
             raise DataError(f"every domain needs at least one image, got domain sizes {list(domain_sizes)}")
         if start_iteration < 0:
             raise DataError(f"start_iteration must be at least 0, got {start_iteration}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(
+                f"rank must be in 0..world_size-1 and world_size at least 1, got rank {rank} of world_size {world_size}"
+            )
         self.domain_sizes = list(domain_sizes)
         self.batch_size = batch_size
         self.seed = seed
         self.start_iteration = start_iteration
         self.iterations = iterations
+        self.rank = rank
+        self.world_size = world_size
+
+    def generator_seed(self, iteration: int) -> int:
+        """Return the seed of the generator that draws batch ``iteration`` of this rank, in [0, 2**64).
+
+        Rank 0 keeps the single-process formula ``seed * 1_000_003 + iteration``. Other
+        ranks hash ``(seed, iteration, rank)`` with BLAKE2b, so their batches are
+        independent of rank 0's and of each other's.
+        """
+        if self.rank == 0:
+            # Python ints do not overflow, so fold the combined seed into manual_seed's unsigned 64-bit range.
+            return (self.seed * 1_000_003 + iteration) % 2**64
+        digest = hashlib.blake2b(f"{self.seed}:{iteration}:{self.rank}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little")
 
     def batch(self, iteration: int) -> list[Key]:
         """Return the keys of batch ``iteration``: the first half from one domain, the second from another."""
-        # Python ints do not overflow, so fold the combined seed into manual_seed's unsigned 64-bit range.
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + iteration) % 2**64)
+        generator = torch.Generator().manual_seed(self.generator_seed(iteration))
         num_domains = len(self.domain_sizes)
         first = int(torch.randint(num_domains, (1,), generator=generator))
         second = int(torch.randint(num_domains - 1, (1,), generator=generator))
@@ -101,15 +127,24 @@ def make_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     iterations: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """Build a DataLoader of two-domain batches ``(images (2n, 3, H, W), labels (2n,) int64)``.
 
     ``dataset`` needs ``domain_sizes`` and keys ``(domain, index, seed)``, like
     :class:`~toolkit.data.folders.DomainImageDataset`. The loader has its own generator,
-    so creating and iterating it leaves the global torch RNG untouched.
+    so creating and iterating it leaves the global torch RNG untouched. ``rank`` and
+    ``world_size`` select the batches of one process of a multi-process run.
     """
     sampler = DomainPairBatchSampler(
-        dataset.domain_sizes, batch_size, seed, start_iteration=start_iteration, iterations=iterations
+        dataset.domain_sizes,
+        batch_size,
+        seed,
+        start_iteration=start_iteration,
+        iterations=iterations,
+        rank=rank,
+        world_size=world_size,
     )
     return DataLoader(
         dataset,

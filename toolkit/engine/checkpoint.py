@@ -2,6 +2,8 @@
 
 Each checkpoint is a folder ``checkpoints/<iteration>/`` written under a temporary name
 and renamed into place, so a crash mid-write never leaves a checkpoint that looks complete.
+The state stores rank 0's RNG states under ``rng``. A run of several processes also
+stores every rank's under ``rank_rng``, a list indexed by rank.
 """
 
 from __future__ import annotations
@@ -60,11 +62,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+def checkpoint_dir(run_dir: Path, iteration: int) -> Path:
+    """Return the folder of the checkpoint written after ``iteration`` completed iterations."""
+    return run_dir / "checkpoints" / f"{iteration:08d}"
+
+
 def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], iteration: int, keep: int) -> Path:
     """Write the model weights and ``state`` for ``iteration``, then delete all but the last ``keep`` checkpoints."""
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{iteration:08d}"
+    final = checkpoint_dir(run_dir, iteration)
     temporary = folder / f".{iteration:08d}.tmp"
     if temporary.exists():
         shutil.rmtree(temporary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -29,21 +30,38 @@ def translation_grid(real: torch.Tensor, out: Translations) -> torch.Tensor:
 
 
 def save_grid(images: torch.Tensor, path: Path) -> None:
-    """Write images in [-1, 1] as a PNG grid with five columns under a row of column headings."""
+    """Write a training grid (rows of ``GRID_COLUMNS``, images in [-1, 1]) as a PNG under its column headings."""
+    save_image_grid(images, path, columns=len(GRID_COLUMNS), headings=GRID_HEADINGS)
+
+
+def save_image_grid(images: torch.Tensor, path: Path, columns: int, headings: Sequence[str] = ()) -> None:
+    """Write images (N, 3, H, W) in [-1, 1] as a PNG grid of ``columns`` columns, under optional column headings."""
     import torchvision.utils  # imported here: torchvision adds seconds to every command's start-up
     from PIL import Image, ImageDraw
 
     path.parent.mkdir(parents=True, exist_ok=True)
     padding = 2
-    grid = torchvision.utils.make_grid((images.clamp(-1, 1) + 1) / 2, nrow=len(GRID_COLUMNS), padding=padding)
+    grid = torchvision.utils.make_grid((images.float().clamp(-1, 1) + 1) / 2, nrow=columns, padding=padding)
     pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     body = Image.fromarray(pixels)
+    if not headings:
+        body.save(path)
+        return
 
     canvas = Image.new("RGB", (body.width, body.height + HEADING_HEIGHT), "white")
     canvas.paste(body, (0, HEADING_HEIGHT))
     draw = ImageDraw.Draw(canvas)
     tile = images.shape[-1] + padding
-    for column, heading in enumerate(GRID_HEADINGS):
+    for column, heading in enumerate(headings):
         width = draw.textlength(heading)
         draw.text((padding + column * tile + (tile - padding - width) / 2, 1), heading, fill="black")
     canvas.save(path)
+
+
+def save_image(image: torch.Tensor, path: Path) -> None:
+    """Write one image (3, H, W) in [-1, 1] as a PNG (or the format of the file suffix)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(path)

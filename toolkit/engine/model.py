@@ -2,13 +2,61 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from toolkit.components import Posterior, Prior
 from toolkit.engine.context import Translations
-from toolkit.recipe import Recipe
+from toolkit.recipe import Component, ImageSize, Recipe
 from toolkit.registry import Registry
+
+
+# Recipe fields that name the model's networks, in the order they are built.
+NETWORKS = ("content_encoder", "attribute_encoder", "prior", "generator", "discriminator", "content_discriminator")
+TRANSLATION_NETWORKS = NETWORKS[:4]
+
+
+def build_networks(
+    components: Mapping[str, Component], registry: Registry, num_domains: int, image_size: ImageSize
+) -> dict[str, Any]:
+    """Build the networks named in ``components`` (keys from ``NETWORKS``) with their context arguments.
+
+    The encoders, prior and generator come back built. The discriminators come back as
+    factories, since the model needs two image discriminators, and translation needs none.
+    """
+
+    def build(item: Component, **context: Any) -> Any:
+        return registry.build(item.kind, item.name, item.kwargs, **context)
+
+    networks: dict[str, Any] = {}
+    networks["content_encoder"] = content_encoder = build(components["content_encoder"], image_size=image_size)
+    networks["attribute_encoder"] = attribute_encoder = build(components["attribute_encoder"], num_domains=num_domains)
+    networks["prior"] = prior = build(
+        components["prior"], num_domains=num_domains, feature_size=attribute_encoder.feature_size
+    )
+    networks["generator"] = build(
+        components["generator"],
+        latent_size=prior.latent_size,
+        code_size=prior.code_size,
+        content_channels=content_encoder.out_channels,
+    )
+    if "discriminator" in components:
+        networks["discriminator"] = functools.partial(
+            build, components["discriminator"], num_domains=num_domains, image_size=image_size
+        )
+    if "content_discriminator" in components:
+        networks["content_discriminator"] = functools.partial(
+            build,
+            components["content_discriminator"],
+            num_domains=num_domains,
+            content_channels=content_encoder.out_channels,
+            image_size=image_size,
+        )
+    return networks
 
 
 class TranslationModel(nn.Module):
@@ -21,33 +69,16 @@ class TranslationModel(nn.Module):
     def __init__(self, recipe: Recipe, registry: Registry, num_domains: int) -> None:
         super().__init__()
         self.num_domains = num_domains
-
-        def build(item, **context):
-            return registry.build(item.kind, item.name, item.kwargs, **context)
-
-        self.content_encoder = build(recipe.content_encoder, image_size=recipe.image_size)
-        self.attribute_encoder = build(recipe.attribute_encoder, num_domains=num_domains)
-        self.prior: Prior = build(
-            recipe.prior, num_domains=num_domains, feature_size=self.attribute_encoder.feature_size
-        )
-        self.generator = build(
-            recipe.generator,
-            latent_size=self.prior.latent_size,
-            code_size=self.prior.code_size,
-            content_channels=self.content_encoder.out_channels,
-        )
+        components = {name: getattr(recipe, name) for name in NETWORKS}
+        networks = build_networks(components, registry, num_domains, recipe.image_size)
+        self.content_encoder = networks["content_encoder"]
+        self.attribute_encoder = networks["attribute_encoder"]
+        self.prior: Prior = networks["prior"]
+        self.generator = networks["generator"]
         self.image_discriminators = nn.ModuleDict(
-            {
-                which: build(recipe.discriminator, num_domains=num_domains, image_size=recipe.image_size)
-                for which in ("encoded", "random")
-            }
+            {which: networks["discriminator"]() for which in ("encoded", "random")}
         )
-        self.content_discriminator = build(
-            recipe.content_discriminator,
-            num_domains=num_domains,
-            content_channels=self.content_encoder.out_channels,
-            image_size=recipe.image_size,
-        )
+        self.content_discriminator = networks["content_discriminator"]()
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by the network group that optimises them (prior heads join their side)."""

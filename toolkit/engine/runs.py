@@ -14,6 +14,7 @@ import torch
 
 from toolkit import __version__
 from toolkit.data import resolve_data
+from toolkit.engine import distributed
 from toolkit.engine.checkpoint import latest_checkpoint
 from toolkit.engine.trainer import Trainer
 from toolkit.errors import RecipeError, ToolkitError
@@ -164,6 +165,9 @@ class PreparedRun:
     resumed: bool
 
     def write_record(self) -> None:
+        """Write ``run.json`` into the run folder (on rank 0 only under torchrun)."""
+        if not distributed.is_main():
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / RUN_RECORD
         temporary = path.with_suffix(".json.tmp")
@@ -182,10 +186,15 @@ def prepare_run(
 ) -> PreparedRun:
     """Load and validate a recipe, apply overrides, build the trainer and, for ``resume``, load its checkpoint.
 
-    Nothing is written until :meth:`PreparedRun.write_record` or training starts.
+    Nothing is written until :meth:`PreparedRun.write_record` or training starts, except
+    the new run folder when neither ``out`` nor ``resume`` is given. Under torchrun this
+    also joins the process group (see :func:`toolkit.engine.distributed.setup`); every
+    rank calls it with the same arguments and rank 0 claims the run folder for all.
     """
     command = list(sys.argv) if command is None else command
     recipe = load_recipe(recipe_file)
+    # Under torchrun every rank reads the run folder here. That is safe because rank 0
+    # writes to it only after the collectives in Trainer, which every rank reaches later.
     previous: dict[str, Any] | None = None
     if resume is not None:
         run_dir = Path(resume)
@@ -202,18 +211,18 @@ def prepare_run(
     resolved = recipe.resolved(registry)
     if previous is not None:
         _check_same_model(previous.get("recipe", {}), resolved, run_dir)
-    torch_device = resolve_device(device)
+    torch_device = distributed.setup(resolve_device(device))
 
     claimed = run_dir is None
     if claimed:
-        run_dir = claim_run_dir(recipe.name or Path(recipe_file).stem)
+        run_dir = distributed.share_from_main(lambda: claim_run_dir(recipe.name or Path(recipe_file).stem))
     try:
         trainer = Trainer(recipe, registry, run_dir, torch_device)
         if previous is not None:
             trainer.resume()
             _check_resumable(trainer, previous, recipe)
     except BaseException:
-        if claimed and not any(run_dir.iterdir()):
+        if claimed and distributed.is_main() and not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
 
@@ -225,6 +234,7 @@ def prepare_run(
         "seed": recipe.seed,
         "device": str(torch_device),
         "precision": trainer.precision,
+        "world_size": trainer.world_size,
         "command": (previous or {}).get("command", command),
         "commands": (previous or {}).get("commands", []) + [command],
         "overrides": overrides.to_json(),
@@ -241,6 +251,19 @@ def _check_resumable(trainer: Trainer, previous: dict[str, Any], recipe: Recipe)
         raise ToolkitError(
             f"run {trainer.run_dir} is already at iteration {trainer.iteration}; "
             f"pass --iterations greater than {trainer.iteration} to train further"
+        )
+    if not distributed.is_main():
+        return  # the warnings below are the same on every rank
+    earlier_world_size = previous.get("world_size", 1)
+    if earlier_world_size != trainer.world_size:
+        log.warning(
+            "the run was trained with %d process(es) and now continues with %d: an iteration now trains on "
+            "%d images instead of %d, and ranks that the checkpoint holds no random state for start new random "
+            "streams, so the run differs from one that kept its number of processes",
+            earlier_world_size,
+            trainer.world_size,
+            trainer.world_size * recipe.batch_size,
+            earlier_world_size * recipe.batch_size,
         )
     earlier_total = previous.get("recipe", {}).get("iterations")
     if earlier_total is not None and earlier_total != recipe.iterations:
