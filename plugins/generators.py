@@ -193,7 +193,8 @@ class DritGenerator(nn.Module):
         if z.shape != (content.shape[0], self.latent_size):
             raise ValueError(
                 f"generator expects attribute codes of shape ({content.shape[0]}, {self.latent_size}), "
-                f"got {tuple(z.shape)}; the prior's latent size must match the generator's"
+                f"got {tuple(z.shape)}; pass one attribute code per content code, "
+                "from a prior whose latent size matches the generator's"
             )
         if code.shape != (content.shape[0], self.code_size):
             raise ValueError(

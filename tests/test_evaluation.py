@@ -117,6 +117,10 @@ def test_eval_errors_name_the_fix(nonsquare_runs, nonsquare_data, horse2zebra_mi
         evaluate(nonsquare_runs, nonsquare_data, tmp_path, EvalSettings(metrics=("fidd",)))
     with pytest.raises(ToolkitError, match="none.pth does not exist"):
         evaluate(nonsquare_runs, nonsquare_data, tmp_path, EvalSettings(metrics=("fid",), inception_weights=tmp_path / "none.pth"))
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_text("junk")
+    with pytest.raises(ToolkitError, match="could not be read as a PyTorch state dict"):
+        evaluate(nonsquare_runs, nonsquare_data, tmp_path, EvalSettings(metrics=("fid",), inception_weights=damaged))
     no_test = tmp_path / "no_test"
     for domain in ("A", "B"):
         (no_test / f"train{domain}").mkdir(parents=True)

@@ -76,7 +76,7 @@ def translate_files(run: TrainedRun, inputs: Sequence[Path], request: Translatio
         except DataError as error:
             if len(inputs) == 1:
                 raise
-            log.warning("skipping %s", error)
+            log.warning("skipping an unreadable input: %s", error)
             continue
         outputs, mode, headings = _translate_one(run, image, target, references, request)
         stem = _unique(path.stem, stems)
@@ -100,13 +100,16 @@ def _translate_one(
         ends = [run.reference_attributes(references[k : k + 1], target) for k in range(len(references))] if references is not None else []
         start, end = (ends + [None, None])[:2]
         strip = run.interpolate(image, target, request.interpolate, start=start, end=end, seed=request.seed)[0]
-        return strip, "strip", ["input"] + [f"{k}/{request.interpolate - 1}" for k in range(request.interpolate)]
+        headings = ["input"] + [f"{domain}_{k:02d}" for k in range(request.interpolate)]
+        headings[1] = "reference 1" if start is not None else "prior"
+        headings[-1] = f"reference {len(ends)}" if end is not None else "prior"
+        return strip, "strip", headings
     if references is not None:
         output = run.translate_like(image, references[:1], target, seed=request.seed)
         return output, "reference", ["input", "reference", f"to {domain}"]
     samples = request.samples or 1
     outputs = run.translate(image, target, samples=samples, seed=request.seed)[0]
-    return outputs, "samples", ["input"] + [f"{domain} {k + 1}" for k in range(samples)]
+    return outputs, "samples", ["input"] + [f"{domain}_{k:02d}" for k in range(samples)]
 
 
 def _unique(stem: str, taken: set[str]) -> str:

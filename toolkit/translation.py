@@ -146,7 +146,7 @@ class TrainedRun(nn.Module):
             if domain.isdigit():
                 return self.domain_index(int(domain))
         names = ", ".join(f"{index} = {name}" for index, name in enumerate(self.domains))
-        raise ToolkitError(f"unknown domain {domain!r}; this run's domains are {names} (give a name or an index)")
+        raise ToolkitError(f"unknown domain {domain!r}; this run's domains are {names} (give a name such as A, a folder name such as trainA, or an index)")
 
     def load_images(self, paths: Sequence[str | Path], image_size: int | Sequence[int] | None = None) -> Tensor:
         """Load image files as the test-time view (resize, centre crop) at ``image_size`` (default: the run's)."""

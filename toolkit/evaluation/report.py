@@ -18,6 +18,8 @@ METRICS = {
     "kid": ("KID", "lower", "{:.4f}"),
 }
 # Table headings escape the bar of q(y|x), which Markdown would read as a column break.
+# Below this test accuracy the report warns that translation accuracy is not informative.
+LOW_CLASSIFIER_ACCURACY = 0.75
 CLUSTERING = {"accuracy": ("clustering accuracy", "{:.3f}"), "nmi": ("NMI", "{:.3f}")}
 
 
@@ -75,6 +77,12 @@ def markdown_report(payload: dict[str, Any], charts: dict[str, Path], out: Path)
             f"(trained on {classifier['train_images']} real training images).",
             "",
         ]
+        if classifier["test_accuracy"] < LOW_CLASSIFIER_ACCURACY:
+            lines += [
+                f"**Warning:** the classifier's test accuracy is below {LOW_CLASSIFIER_ACCURACY}, so it barely tells "
+                "the domains apart and translation accuracy says little here. More training images help.",
+                "",
+            ]
 
     clustered = [run for run in payload["runs"] if "clustering" in run]
     if clustered:
@@ -117,6 +125,7 @@ def plot_metrics(payload: dict[str, Any], folder: Path) -> dict[str, Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     folder.mkdir(parents=True, exist_ok=True)
     runs = payload["runs"]
@@ -132,6 +141,8 @@ def plot_metrics(payload: dict[str, Any], folder: Path) -> dict[str, Path]:
             axes.bar(positions, [math.nan if value is None else value for value in values], width, label=run["label"])
         axes.set_xticks(range(len(directions)), [direction.replace("->", " → ") for direction in directions])
         axes.set_ylabel(heading)
+        if key == "ndb":
+            axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_title(f"{heading} ({better} is better)", fontsize="medium")
         axes.legend(fontsize="small")
         figure.tight_layout()

@@ -106,7 +106,7 @@ def evaluate(run_dirs: Sequence[str | Path], data: str | Path, out: Path, settin
     if not run_dirs:
         raise ToolkitError("give at least one run folder to evaluate")
     device = resolve_device(settings.device)
-    root = resolve_data(data)
+    root = Path(resolve_data(data)).resolve()
     train = DomainFolders.open(root, "train")
     if not any(path.is_dir() and path.name.startswith("test") for path in root.iterdir()):
         raise DataError(f"data folder '{root}' has no test split (testA/, testB/, ...); evaluation translates the test images")
@@ -118,18 +118,18 @@ def evaluate(run_dirs: Sequence[str | Path], data: str | Path, out: Path, settin
                 f"run {run.run_dir} was trained on domains {run.domains}, but '{root}' has test domains {test.domains}; "
                 "evaluate on the dataset the run was trained on"
             )
-    out.mkdir(parents=True, exist_ok=True)
-
+    # Weights files load before anything slow, so a bad path fails at once.
+    not_computed: dict[str, str] = {}
+    lpips = _optional_model("lpips", settings, not_computed, device) if "diversity" in settings.metrics else None
+    inception = _optional_model("fid", settings, not_computed, device) if "fid" in settings.metrics else None
     real_train = RealImages(train)
     real_test = RealImages(test, settings.max_inputs)
-    not_computed: dict[str, str] = {}
     classifier, classifier_record = None, None
     if "accuracy" in settings.metrics:
         classifier, classifier_record = domain_classifier.load_or_train(
             train, test, epochs=settings.classifier_epochs, seed=settings.seed, device=device
         )
-    lpips = _optional_model("lpips", settings, not_computed, device) if "diversity" in settings.metrics else None
-    inception = _optional_model("fid", settings, not_computed, device) if "fid" in settings.metrics else None
+    out.mkdir(parents=True, exist_ok=True)
     if "diversity" in settings.metrics and settings.samples < 2:
         not_computed["diversity"] = "diversity compares outputs of one input: pass --samples 2 or more"
 
@@ -157,6 +157,7 @@ def evaluate(run_dirs: Sequence[str | Path], data: str | Path, out: Path, settin
                     _sample_grid(inputs, outputs),
                     out / "grids" / f"{_file_name(label)}_{run.domains[source]}_to_{run.domains[target]}.png",
                     columns=1 + settings.samples,
+                    headings=["input"] + [f"sample {k + 1}" for k in range(settings.samples)],
                 )
                 metrics = {"inputs": len(inputs), "samples": settings.samples}
                 metrics.update(

@@ -8,7 +8,6 @@ with the command that fetches it on purpose.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
@@ -90,7 +89,9 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+    # A damaged file can fail inside the unpickler with almost any exception (a KeyError
+    # for a text file), so every failure to load is reported as an invalid file.
+    except Exception as error:
         raise InvalidWeightsError(
             f"{what} file {path} could not be read as a PyTorch state dict ({error}); "
             f"pass a file saved with torch.save(model.state_dict(), path)"
