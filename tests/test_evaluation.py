@@ -10,6 +10,7 @@ from PIL import Image
 from run_factory import make_run
 from toolkit.cli import cli
 from toolkit.data.folders import DomainFolders
+from toolkit.engine.grid import HEADING_HEIGHT
 from toolkit.errors import DataError, ToolkitError
 from toolkit.evaluation import classifier
 from toolkit.evaluation.runner import EvalSettings, evaluate
@@ -100,7 +101,7 @@ def test_eval_compares_runs_on_an_unseen_nonsquare_dataset(nonsquare_runs, nonsq
         assert (out / "charts" / f"{key}.png").is_file()
         assert f"charts/{key}.png" in report
     with Image.open(out / "grids" / "gmdrit_A_to_B.png") as grid:
-        assert grid.size == (3 * 96 + 4 * 2, 4 * 64 + 5 * 2)
+        assert grid.size == (3 * 96 + 4 * 2, HEADING_HEIGHT + 4 * 64 + 5 * 2)
 
 
 def test_eval_without_weights_reports_why(nonsquare_runs, nonsquare_data, tmp_path):
