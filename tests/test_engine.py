@@ -195,7 +195,7 @@ def test_bf16_autocast_trains_finite(registry, apple2orange, tmp_path):
     assert all(tensor.dtype == torch.float32 for tensor in weights.values())
 
 
-def test_auto_precision_is_bf16_only_on_cpus_with_bf16(registry, apple2orange, tmp_path):
+def test_auto_precision_follows_cpu_bf16(registry, apple2orange, tmp_path):
     from toolkit.engine.precision import cpu_has_bf16
 
     prepared = train("mdmm", registry, apple2orange, tmp_path / "run", iterations=1)

@@ -124,7 +124,7 @@ def test_checkpoint_by_iteration_and_errors(gaussian_run, tmp_path):
     assert TrainedRun.load(gaussian_run, checkpoint=1).iteration == 1
     with pytest.raises(ToolkitError, match="no checkpoint at iteration 5; it has: 1"):
         TrainedRun.load(gaussian_run, checkpoint=5)
-    with pytest.raises(ToolkitError, match="is not a run folder"):
+    with pytest.raises(ToolkitError, match="not a run folder"):
         TrainedRun.load(tmp_path)
     with pytest.raises(ToolkitError, match="not found"):
         TrainedRun.load(tmp_path / "missing")

@@ -112,11 +112,11 @@ def _translate_one(
     return outputs, "samples", ["input"] + [f"{domain}_{k:02d}" for k in range(samples)]
 
 
-def _unique(stem: str, taken: set[str]) -> str:
+def _unique(stem: str, used: set[str]) -> str:
     name, suffix = stem, 2
-    while name in taken:
+    while name in used:
         name = f"{stem}-{suffix}"
         suffix += 1
-    taken.add(name)
+    used.add(name)
     return name
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from toolkit.components import Posterior, Prior
 from toolkit.data.folders import IMAGE_ERRORS, center_view, image_shape, load_rgb
 from toolkit.engine import checkpoint as checkpoints
 from toolkit.engine.model import TRANSLATION_NETWORKS, build_networks
-from toolkit.engine.runs import RUN_RECORD, resolve_device
+from toolkit.engine.runs import RUN_RECORD, read_run_record, resolve_device
 from toolkit.errors import DataError, ToolkitError
 from toolkit.recipe import Component
 from toolkit.registry import Registry
@@ -92,7 +91,7 @@ class TrainedRun(nn.Module):
         from toolkit.plugins import get_registry
 
         run_dir = Path(run_dir).expanduser()
-        record = read_run_record(run_dir)
+        record = read_run_record(run_dir, "load")
         folder = find_checkpoint(run_dir, checkpoint)
         run = cls(record, registry or get_registry(), run_dir, folder)
         run.load_weights(folder)
@@ -103,16 +102,16 @@ class TrainedRun(nn.Module):
         path = folder / checkpoints.WEIGHTS_FILE
         if not path.is_file():
             raise ToolkitError(f"checkpoint weights {path} not found; the checkpoint folder is incomplete")
-        wanted = self.state_dict()
+        expected = self.state_dict()
         with safetensors.safe_open(path, framework="pt") as weights:
             available = set(weights.keys())
-            missing = [name for name in wanted if name not in available]
+            missing = [name for name in expected if name not in available]
             if missing:
                 raise ToolkitError(
                     f"checkpoint {folder} does not match the run's recipe: missing {missing[:5]}; "
                     f"was {RUN_RECORD} of this run folder edited?"
                 )
-            state = {name: weights.get_tensor(name) for name in wanted}
+            state = {name: weights.get_tensor(name) for name in expected}
         self.load_state_dict(state)
         self.iteration = int(folder.name) if folder.name.isdigit() else None
         self._restore_temperature()
@@ -292,19 +291,6 @@ def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 def _check_count(name: str, value: int, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ToolkitError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-
-
-def read_run_record(run_dir: Path) -> dict[str, Any]:
-    """Read ``run.json`` of a run folder; a missing folder or record raises an error naming the folder to pass."""
-    if not run_dir.is_dir():
-        raise ToolkitError(f"run folder '{run_dir}' not found; pass the folder that `toolkit run` printed")
-    path = run_dir / RUN_RECORD
-    if not path.is_file():
-        raise ToolkitError(f"'{run_dir}' is not a run folder: {RUN_RECORD} not found; pass the folder that `toolkit run` printed")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ToolkitError(f"{path} is not valid JSON ({error}); the run record is damaged") from None
 
 
 def find_checkpoint(run_dir: Path, checkpoint: str | int | Path | None) -> Path:

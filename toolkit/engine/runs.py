@@ -198,7 +198,7 @@ def prepare_run(
     previous: dict[str, Any] | None = None
     if resume is not None:
         run_dir = Path(resume)
-        previous = _read_record(run_dir)
+        previous = read_run_record(run_dir)
         overrides = overrides.merged_over(Overrides.from_json(previous.get("overrides", {})))
     elif out is not None:
         run_dir = Path(out)
@@ -276,16 +276,23 @@ def _check_resumable(trainer: Trainer, previous: dict[str, Any], recipe: Recipe)
         )
 
 
-def _read_record(run_dir: Path) -> dict[str, Any]:
+def read_run_record(run_dir: Path, action: str = "resume") -> dict[str, Any]:
+    """Read ``run.json`` of a run folder; a missing folder or record raises an error naming the folder to pass.
+
+    ``action`` names what the caller does with the run ("resume", "load"), for the messages.
+    """
+    if not run_dir.is_dir():
+        raise ToolkitError(f"cannot {action} {run_dir}: folder not found; pass the folder that `toolkit run` printed")
     path = run_dir / RUN_RECORD
     if not path.is_file():
         raise ToolkitError(
-            f"cannot resume {run_dir}: {RUN_RECORD} not found; pass the folder that `toolkit run` printed"
+            f"cannot {action} {run_dir}: {RUN_RECORD} not found, so it is not a run folder; "
+            "pass the folder that `toolkit run` printed"
         )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ToolkitError(f"cannot resume {run_dir}: {path} is not valid JSON ({error})") from None
+        raise ToolkitError(f"cannot {action} {run_dir}: {path} is not valid JSON ({error})") from None
 
 
 def _check_same_model(previous: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:

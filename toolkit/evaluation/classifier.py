@@ -77,6 +77,11 @@ def as_float(images: Tensor) -> Tensor:
     return images.float()
 
 
+def as_uint8(images: Tensor) -> Tensor:
+    """Return images in [-1, 1] as uint8 pixels (0..255), rounded, to keep many of them in memory."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def resize(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
@@ -99,7 +104,7 @@ def load_small_images(folders: DomainFolders) -> tuple[Tensor, Tensor]:
             except IMAGE_ERRORS as error:
                 log.warning("skipping '%s' for the domain classifier: %s", path, error)
                 continue
-            images.append(((to_tensor(image) + 1) * 127.5).round().to(torch.uint8))
+            images.append(as_uint8(to_tensor(image)))
             labels.append(domain)
     if not images:
         raise DataError(f"no readable image in the {folders.split} split of '{folders.root}'")
@@ -181,7 +186,7 @@ def load_or_train(
 ) -> tuple[DomainClassifier, dict[str, Any]]:
     """Return the dataset's domain classifier and its record (test accuracy, image counts, cache file).
 
-    A cached classifier for the same image lists and settings is loaded; otherwise one is
+    A cached classifier for the same image lists and settings is loaded. Otherwise one is
     trained on ``train``, scored on ``test`` and saved to the cache.
     """
     cache = Path(cache_dir) if cache_dir is not None else classifier_cache_dir()

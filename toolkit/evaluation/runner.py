@@ -85,7 +85,7 @@ class RealImages:
             views = []
             for path in paths:
                 try:
-                    views.append(_to_uint8(center_view(load_rgb(path), size)))
+                    views.append(domain_classifier.as_uint8(center_view(load_rgb(path), size)))
                 except IMAGE_ERRORS as error:
                     log.warning("skipping '%s': %s", path, error)
             if not views:
@@ -188,7 +188,7 @@ def _translate_all(run: TrainedRun, inputs: Tensor, target: int, settings: EvalS
         translated = run.translate(
             domain_classifier.as_float(batch), target, samples=settings.samples, seed=settings.seed * 100_003 + index
         )
-        outputs.append(_to_uint8(translated.cpu()))
+        outputs.append(domain_classifier.as_uint8(translated.cpu()))
     return torch.cat(outputs)
 
 
@@ -296,10 +296,6 @@ def _sample_grid(inputs: Tensor, outputs: Tensor) -> Tensor:
     return domain_classifier.as_float(torch.cat(rows))
 
 
-def _to_uint8(images: Tensor) -> Tensor:
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def _mean(values) -> float:
     values = list(values)
     return float(sum(values) / len(values)) if values else math.nan
@@ -320,8 +316,8 @@ def _file_name(label: str) -> str:
 
 
 def _summary(metrics: dict[str, Any]) -> str:
-    shown = [key for key in ("ndb", "jsd", "accuracy", "diversity_l1", "lpips", "fid", "kid") if key in metrics]
-    return ", ".join(f"{key} {metrics[key]:.4g}" for key in shown)
+    keys = [key for key in ("ndb", "jsd", "accuracy", "diversity_l1", "lpips", "fid", "kid") if key in metrics]
+    return ", ".join(f"{key} {metrics[key]:.4g}" for key in keys)
 
 
 def _settings_json(settings: EvalSettings) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
 
 
 def _first(keys: list[str], count: int = 5) -> str:
-    """Join the first ``count`` keys with commas and say how many more there are."""
+    """Join the first ``count`` keys with commas and add how many more there are."""
     listed = ", ".join(keys[:count])
     if len(keys) > count:
         listed += f" and {len(keys) - count} more"
