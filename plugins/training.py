@@ -95,7 +95,7 @@ class AdamTTUR:
     (None: no clipping). The learning rates stay constant for the first
     ``decay_start`` fraction of the iterations, then fall linearly to 0 at the last one.
     TTUR (Heusel et al., 2017) is a choice of the two rates, e.g. discriminator 5e-5 and
-    generator 1e-4. ``fused`` picks PyTorch's fused Adam kernel (None: on CUDA only).
+    generator 1e-4. ``fused`` picks PyTorch's fused Adam kernel (None: on CUDA and CPU).
     """
 
     def __init__(
@@ -140,7 +140,7 @@ class AdamTTUR:
             params = groups[group]
             fused = self.fused
             if fused is None:
-                fused = bool(params) and params[0].is_cuda
+                fused = bool(params) and params[0].device.type in ("cuda", "cpu")
             optimizers[group] = torch.optim.Adam(
                 params,
                 lr=self.learning_rates[group],

@@ -130,21 +130,66 @@ def test_ctrl_c_writes_checkpoint(apple2orange, tmp_path):
     assert int(checkpoints[0]) == rows
 
 
+def test_full_disk_keeps_the_last_checkpoint_and_names_the_fix(apple2orange, tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    recipe = tmp_path / "every_iteration.py"
+    recipe.write_text(
+        "from toolkit.recipe import load_recipe\n"
+        f"recipe = load_recipe({str(RECIPES / 'mdmm.py')!r}).evolve(checkpoint_every=1)\n"
+    )
+    save_file = safetensors.torch.save_file
+    calls = []
+
+    def fills_the_disk_on_the_second_save(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:
+            Path(filename).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save_file(tensors, filename, metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fills_the_disk_on_the_second_save)
+    out = tmp_path / "run"
+    options = ("--data", apple2orange, "--iterations", 3, "--image-size", 64, "--device", "cpu")
+    result = invoke("run", recipe, *options, "--out", out)
+
+    assert result.exit_code == 1
+    assert "could not write the checkpoint for iteration 2" in result.output
+    assert "No space left on device" in result.output
+    assert f"the last complete checkpoint, {out / 'checkpoints' / '00000001'}, is untouched" in result.output
+    assert f"Continue with: toolkit run {recipe} --resume {out}" in result.output
+    assert sorted(path.name for path in (out / "checkpoints").iterdir()) == ["00000001"]
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    result = invoke("run", recipe, "--resume", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in (out / "checkpoints").iterdir()) == ["00000001", "00000002", "00000003"]
+    assert len((out / "losses.csv").read_text().splitlines()) == 1 + 3
+
+
 def test_bench_synthetic_reports_figures(apple2orange, tmp_path):
     from toolkit.engine.precision import cpu_has_bf16
 
     result = invoke(
         "bench", RECIPES / "mdmm.py", "--image-size", 64, "--iterations", 1, "--warmup", 1, "--synthetic",
-        "--data", apple2orange, "--device", "cpu", "--out", tmp_path, "--json",
+        "--data", apple2orange, "--device", "cpu", "--activation-checkpointing", "both", "--out", tmp_path,
     )
     assert result.exit_code == 0, result.output
-    (figures,) = json.loads((tmp_path / "bench.json").read_text())
-    assert "error" not in figures, figures
-    assert figures["seconds_per_iteration_mean"] > 0
-    assert figures["images_per_second"] == 2 / figures["seconds_per_iteration_mean"]
-    assert figures["flops_per_iteration"] > 1e9
-    assert figures["peak_memory_bytes"] > 0
-    assert figures["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
+    plain, recomputed = json.loads((tmp_path / "bench.json").read_text())
+    for figures in (plain, recomputed):
+        assert "error" not in figures, figures
+        assert figures["seconds_per_iteration_mean"] > 0
+        assert figures["images_per_second"] == 2 / figures["seconds_per_iteration_mean"]
+        assert figures["flops_per_iteration"] > 1e9
+        assert figures["peak_memory_kind"] == "peak tensor memory"
+        assert 0 < figures["peak_memory_bytes"] < figures["peak_rss_bytes"]
+        assert figures["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert (plain["activation_checkpointing"], recomputed["activation_checkpointing"]) == (False, True)
+    assert recomputed["peak_memory_bytes"] < plain["peak_memory_bytes"]
+    assert "| mdmm (activation checkpointing) |" in result.output
+    assert "mdmm at S=64, batch 2: activation checkpointing changes the peak tensor memory from" in result.output
     assert (tmp_path / "bench.png").is_file()
 
 

@@ -167,9 +167,10 @@ def test_nonfinite_losses_skip_then_stop(registry, apple2orange, tmp_path):
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
 
 
-def test_generator_runs_twice_per_iteration(registry, apple2orange, tmp_path):
+@pytest.mark.parametrize(("recipe", "batches"), [("mdmm", [4, 2, 2]), ("mdmm_mode_seeking", [4, 4, 2])])
+def test_generator_calls_per_iteration(recipe, batches, registry, apple2orange, tmp_path):
     prepared = prepare_run(
-        RECIPES / "mdmm.py",
+        RECIPES / f"{recipe}.py",
         registry,
         Overrides(data=str(apple2orange), iterations=1, image_size=64),
         device="cpu",
@@ -179,8 +180,9 @@ def test_generator_runs_twice_per_iteration(registry, apple2orange, tmp_path):
     calls = []
     prepared.trainer.model.generator.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
     prepared.trainer.train()
-    # One call on the stacked cross, self and random inputs, one for the cross-cycle.
-    assert calls == [6, 2]
+    # The stacked cross and self inputs, the random inputs (two draws when mode seeking
+    # needs a second), then the cross-cycle.
+    assert calls == batches
 
 
 def test_bf16_autocast_trains_finite(registry, apple2orange, tmp_path):

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from toolkit import __version__
-from toolkit.errors import ToolkitError
+from toolkit.errors import CheckpointWriteError, ToolkitError
 from toolkit.plugins import default_plugins
 from toolkit.registry import KINDS
 
@@ -192,9 +192,17 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
     help="Arithmetic precision: fp32, or bf16 autocast; auto (the recipe default) picks bf16 on a CUDA GPU "
     "with bf16 support or a CPU with bf16 instructions, and fp32 elsewhere.",
 )
+@click.option(
+    "--activation-checkpointing/--no-activation-checkpointing",
+    default=None,
+    help="Recompute the encoders' and generator's activations in backward: less memory, more time "
+    "(default: the recipe's setting, off unless the recipe turns it on).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default runs/<recipe>/<timestamp>/).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Continue the run in this folder from its latest checkpoint.")
-def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, precision, out, resume) -> None:
+def run(
+    recipe: Path, data, iterations, batch_size, image_size, device, seed, precision, activation_checkpointing, out, resume
+) -> None:
     """Train RECIPE (a recipe .py file); options override the recipe's values.
 
     Under torchrun (for example ``torchrun --nproc-per-node 2 -m toolkit run RECIPE``)
@@ -213,6 +221,7 @@ def run(recipe: Path, data, iterations, batch_size, image_size, device, seed, pr
         image_size=_image_size(image_size),
         seed=seed,
         precision=precision,
+        activation_checkpointing=activation_checkpointing,
     )
     try:
         _train(recipe, plugins, overrides, device, out, resume)
@@ -263,6 +272,8 @@ def _train(recipe: Path, plugins, overrides, device: str, out: Path | None, resu
             if main:
                 log.warning("%s. Continue with: %s", error, resume_command)
             sys.exit(130)
+        except CheckpointWriteError as error:
+            raise ToolkitError(f"{error}. Continue with: {resume_command}") from error
         except KeyboardInterrupt:
             from toolkit.engine.checkpoint import latest_checkpoint
 
@@ -333,38 +344,60 @@ def main() -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Arithmetic precision.")
 @click.option("--data", help="Dataset folder or name (default: each recipe's dataset).")
 @click.option("--synthetic", is_flag=True, help="Feed one random batch instead of loading images, to time compute alone.")
+@click.option(
+    "--activation-checkpointing",
+    "checkpointing",
+    type=click.Choice(["off", "on", "both"]),
+    default="off",
+    show_default=True,
+    help="Measure without activation checkpointing, with it, or both ways to compare peak memory.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"), show_default=True, help="Folder for bench.json and bench.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
-def bench(recipes, image_sizes, batch_sizes, iterations, warmup, device, precision, data, synthetic, out, as_json) -> None:
+def bench(
+    recipes, image_sizes, batch_sizes, iterations, warmup, device, precision, data, synthetic, checkpointing, out, as_json
+) -> None:
     """Time training iterations of RECIPES (default gmdrit_ttur and mdmm) at each image and batch size."""
-    from toolkit.engine.bench import BenchSetting, format_table, plot_results, run_in_subprocess
+    from toolkit.engine.bench import BenchSetting, checkpointing_summary, format_table, plot_results, run_in_subprocess
 
     recipes = recipes or ("recipes/gmdrit_ttur.py", "recipes/mdmm.py")
+    modes = {"off": (False,), "on": (True,), "both": (False, True)}[checkpointing]
     results = []
     for recipe in recipes:
         for size in image_sizes or (108, 216):
             for batch in batch_sizes or (2,):
-                setting = BenchSetting(
-                    recipe=str(recipe),
-                    image_size=size,
-                    batch_size=batch,
-                    iterations=iterations,
-                    warmup=warmup,
-                    device=device,
-                    precision=precision,
-                    synthetic=synthetic,
-                    data=data,
-                )
-                log.info("benchmarking %s at S=%d, batch %d", recipe, size, batch)
-                results.append(run_in_subprocess(setting))
+                for recompute in modes:
+                    setting = BenchSetting(
+                        recipe=str(recipe),
+                        image_size=size,
+                        batch_size=batch,
+                        iterations=iterations,
+                        warmup=warmup,
+                        device=device,
+                        precision=precision,
+                        synthetic=synthetic,
+                        data=data,
+                        activation_checkpointing=recompute,
+                    )
+                    log.info(
+                        "benchmarking %s at S=%d, batch %d%s",
+                        recipe,
+                        size,
+                        batch,
+                        " with activation checkpointing" if recompute else "",
+                    )
+                    results.append(run_in_subprocess(setting))
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_results(results, out / "bench.png")
     if as_json:
         click.echo(json.dumps(results, indent=2))
-    else:
-        click.echo(format_table(results))
-        click.echo(f"\nresults: {out / 'bench.json'}, chart: {out / 'bench.png'}")
+        return
+    click.echo(format_table(results))
+    summary = checkpointing_summary(results)
+    if summary:
+        click.echo("\n" + summary)
+    click.echo(f"\nresults: {out / 'bench.json'}, chart: {out / 'bench.png'}")
 
 
 def _add_evaluation_commands() -> None:

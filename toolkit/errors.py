@@ -19,3 +19,7 @@ class DataError(ToolkitError):
 
 class PluginError(ToolkitError):
     """Two plugins conflict, or a plugin registered something invalid."""
+
+
+class CheckpointWriteError(ToolkitError):
+    """A checkpoint could not be written; the previous complete one is kept."""

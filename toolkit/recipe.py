@@ -144,7 +144,10 @@ class Recipe:
     component resizes images to a larger load size first (R=256 for S=216, R=128 for
     S=108). ``batch_size`` counts the images of both domains: half come from each.
     ``precision`` is ``fp32``, ``bf16`` (autocast) or ``auto``: bf16 on a CUDA GPU that
-    supports it or a CPU with bf16 instructions, else fp32. ``content_discriminator_every`` spaces the content discriminator's updates, and
+    supports it or a CPU with bf16 instructions, else fp32. ``activation_checkpointing``
+    recomputes the encoders' and the generator's activations in backward instead of
+    keeping them, for less memory and more time (see docs/benchmarks.md).
+    ``content_discriminator_every`` spaces the content discriminator's updates, and
     ``max_nonfinite_updates`` is how many updates in a row may be skipped for a NaN
     or infinite loss before training stops.
     """
@@ -165,6 +168,7 @@ class Recipe:
     max_nonfinite_updates: int = attrs.field(default=10, validator=_check_positive)
     seed: int = 0
     precision: str = attrs.field(default="auto", validator=_check_precision)
+    activation_checkpointing: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     num_workers: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     log_every: int = attrs.field(default=50, validator=_check_positive)
     grid_every: int = attrs.field(default=500, validator=_check_positive)

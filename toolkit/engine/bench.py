@@ -36,6 +36,7 @@ class BenchSetting:
     precision: str = "auto"
     synthetic: bool = False
     data: str | None = None
+    activation_checkpointing: bool = False
 
 
 def measure(setting: BenchSetting) -> dict[str, Any]:
@@ -58,6 +59,7 @@ def measure(setting: BenchSetting) -> dict[str, Any]:
                 batch_size=setting.batch_size,
                 image_size=setting.image_size,
                 precision=setting.precision,
+                activation_checkpointing=setting.activation_checkpointing,
             ),
             device=setting.device,
             out=Path(folder) / "run",
@@ -88,12 +90,14 @@ def measure(setting: BenchSetting) -> dict[str, Any]:
             if iteration > setting.warmup:
                 times.append(time.perf_counter() - started)
 
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         if device.type == "cuda":
             peak_bytes = torch.cuda.max_memory_allocated(device)
             memory_kind = "CUDA allocator peak"
         else:
-            peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            memory_kind = "peak resident set size"
+            real, labels = next(batches)
+            peak_bytes = tensor_memory_peak(trainer, real, labels)
+            memory_kind = "peak tensor memory"
         mean = statistics.fmean(times)
         return {
             **attrs.asdict(setting),
@@ -106,10 +110,52 @@ def measure(setting: BenchSetting) -> dict[str, Any]:
             "images_per_second": setting.batch_size / mean,
             "peak_memory_bytes": peak_bytes,
             "peak_memory_kind": memory_kind,
+            "peak_rss_bytes": peak_rss,
             "flops_per_iteration": flops,
             "flops_per_second": flops / mean if flops else None,
             "torch_version": torch.__version__,
         }
+
+
+def tensor_memory_peak(trainer, real: torch.Tensor, labels: torch.Tensor) -> int:
+    """Return the most bytes of CPU tensors alive at once during one training iteration.
+
+    That is the state kept between iterations (weights, buffers, gradients, optimizer
+    moments), counted from the tensors themselves, plus the highest point of the
+    allocations minus frees that ``torch.profiler`` records during the iteration.
+    Unlike the resident set size, this figure does not depend on how the C allocator
+    returns freed memory to the system, so it shows what activation checkpointing saves.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    state_bytes = _state_bytes(trainer)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        trainer.step(real, labels, 0)
+    cpu = torch._C._autograd.DeviceType.CPU
+    events = [
+        event
+        for event in profiler.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == cpu
+    ]
+    running = highest = 0
+    for event in sorted(events, key=lambda event: event.start_ns()):
+        running += event.nbytes()
+        highest = max(highest, running)
+    return state_bytes + highest
+
+
+def _state_bytes(trainer) -> int:
+    """Bytes of the tensors a trainer keeps between iterations, each storage counted once."""
+    storages: dict[int, int] = {}
+    tensors = list(trainer.model.state_dict().values())
+    tensors += [param.grad for param in trainer.model.parameters() if param.grad is not None]
+    for optimizer in trainer.optimizers.optimizers.values():
+        for state in optimizer.state.values():
+            tensors += [value for value in state.values() if isinstance(value, torch.Tensor)]
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
 
 
 def _batches(trainer, setting: BenchSetting, total: int):
@@ -155,18 +201,26 @@ def run_in_subprocess(setting: BenchSetting, timeout: float | None = None) -> di
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def row_name(result: dict[str, Any]) -> str:
+    """Name a result's row: the recipe's file stem, marked when activation checkpointing was on."""
+    name = Path(result["recipe"]).stem
+    return f"{name} (activation checkpointing)" if result.get("activation_checkpointing") else name
+
+
 def format_table(results: list[dict[str, Any]]) -> str:
     """Render seconds per iteration as a Markdown table: recipes by rows, image sizes and batch sizes by columns."""
     columns = sorted({(result["image_size"], result["batch_size"]) for result in results})
-    recipes = list(dict.fromkeys(result["recipe"] for result in results))
+    rows = list(dict.fromkeys(row_name(result) for result in results))
     header = "| recipe | " + " | ".join(f"S={size}, batch {batch}" for size, batch in columns) + " |"
     lines = [header, "|" + " --- |" * (len(columns) + 1)]
-    for recipe in recipes:
+    for row in rows:
         cells = []
         for size, batch in columns:
-            match = [r for r in results if r["recipe"] == recipe and (r["image_size"], r["batch_size"]) == (size, batch)]
+            match = [
+                r for r in results if row_name(r) == row and (r["image_size"], r["batch_size"]) == (size, batch)
+            ]
             cells.append(_cell(match[0]) if match else "")
-        lines.append(f"| {Path(recipe).stem} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -182,30 +236,55 @@ def _cell(result: dict[str, Any]) -> str:
     return text
 
 
+def checkpointing_summary(results: list[dict[str, Any]]) -> str:
+    """Compare peak memory and time with and without activation checkpointing, one line per measured pair."""
+    lines = []
+    measured = [result for result in results if "error" not in result]
+    for plain in measured:
+        if plain.get("activation_checkpointing"):
+            continue
+        key = (plain["recipe"], plain["image_size"], plain["batch_size"])
+        partners = [
+            r for r in measured
+            if r.get("activation_checkpointing") and (r["recipe"], r["image_size"], r["batch_size"]) == key
+        ]
+        if not partners:
+            continue
+        recomputed = partners[0]
+        before, after = plain["peak_memory_bytes"], recomputed["peak_memory_bytes"]
+        slow_before, slow_after = plain["seconds_per_iteration_mean"], recomputed["seconds_per_iteration_mean"]
+        lines.append(
+            f"{Path(plain['recipe']).stem} at S={plain['image_size']}, batch {plain['batch_size']}: "
+            f"activation checkpointing changes the {plain['peak_memory_kind']} from {before / 2**30:.2f} "
+            f"to {after / 2**30:.2f} GiB ({(after - before) / before:+.0%}) and the time from "
+            f"{slow_before:.3f} to {slow_after:.3f} s/it ({(slow_after - slow_before) / slow_before:+.0%})"
+        )
+    return "\n".join(lines)
+
+
 def plot_results(results: list[dict[str, Any]], path: Path) -> None:
-    """Draw mean seconds per iteration as grouped bars: one group per recipe, one bar per setting."""
+    """Draw mean seconds per iteration as grouped bars: one group per recipe row, one bar per setting."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
     measured = [result for result in results if "error" not in result]
-    recipes = list(dict.fromkeys(Path(result["recipe"]).stem for result in measured))
+    rows = list(dict.fromkeys(row_name(result) for result in measured))
     settings = sorted({(result["image_size"], result["batch_size"]) for result in measured})
-    figure, axes = pyplot.subplots(figsize=(max(6, 1.6 * len(recipes) * max(1, len(settings)) / 2), 4), dpi=100)
+    figure, axes = pyplot.subplots(figsize=(max(6, 1.6 * len(rows) * max(1, len(settings)) / 2), 4), dpi=100)
     width = 0.8 / max(1, len(settings))
     for offset, (size, batch) in enumerate(settings):
         heights = []
-        for recipe in recipes:
+        for row in rows:
             match = [
-                r for r in measured
-                if Path(r["recipe"]).stem == recipe and (r["image_size"], r["batch_size"]) == (size, batch)
+                r for r in measured if row_name(r) == row and (r["image_size"], r["batch_size"]) == (size, batch)
             ]
             heights.append(match[0]["seconds_per_iteration_mean"] if match else 0.0)
-        positions = [index + offset * width for index in range(len(recipes))]
+        positions = [index + offset * width for index in range(len(rows))]
         axes.bar(positions, heights, width=width, label=f"S={size}, batch {batch}")
-    axes.set_xticks([index + width * (len(settings) - 1) / 2 for index in range(len(recipes))])
-    axes.set_xticklabels(recipes, rotation=20, ha="right", fontsize=8)
+    axes.set_xticks([index + width * (len(settings) - 1) / 2 for index in range(len(rows))])
+    axes.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
     axes.set_ylabel("seconds per iteration (mean)")
     axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)

@@ -19,7 +19,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import CheckpointWriteError, ToolkitError
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,20 @@ def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], iter
     temporary.mkdir()
 
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    safetensors.torch.save_file(weights, temporary / WEIGHTS_FILE)
-    # safetensors creates the file readable by its owner only; match the state file's mode.
-    os.chmod(temporary / WEIGHTS_FILE, 0o666 & ~_umask())
-    torch.save({**state, "iteration": iteration}, temporary / STATE_FILE)
-    _fsync_dir(temporary)
+    try:
+        safetensors.torch.save_file(weights, temporary / WEIGHTS_FILE)
+        # safetensors creates the file readable by its owner only; match the state file's mode.
+        os.chmod(temporary / WEIGHTS_FILE, 0o666 & ~_umask())
+        torch.save({**state, "iteration": iteration}, temporary / STATE_FILE)
+        _fsync_dir(temporary)
+    except (OSError, RuntimeError, safetensors.SafetensorError) as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        latest = latest_checkpoint(run_dir)
+        previous = f"the last complete checkpoint, {latest}, is untouched" if latest else "no earlier checkpoint exists"
+        raise CheckpointWriteError(
+            f"could not write the checkpoint for iteration {iteration} in {folder}: {error}; {previous}. "
+            "Free disk space there, or lower keep_checkpoints in the recipe, then resume the run"
+        ) from error
 
     if final.exists():
         shutil.rmtree(final)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from toolkit.components import Posterior, Prior
+from toolkit.engine.activation_checkpointing import enable_activation_checkpointing
 from toolkit.engine.context import Translations
 from toolkit.recipe import Component, ImageSize, Recipe
 from toolkit.registry import Registry
@@ -79,6 +80,9 @@ class TranslationModel(nn.Module):
             {which: networks["discriminator"]() for which in ("encoded", "random")}
         )
         self.content_discriminator = networks["content_discriminator"]()
+        if recipe.activation_checkpointing:
+            for network in (self.content_encoder, self.attribute_encoder, self.generator):
+                enable_activation_checkpointing(network)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by the network group that optimises them (prior heads join their side)."""
@@ -103,8 +107,11 @@ class TranslationModel(nn.Module):
         """Run the shared DRIT-family forward pass over a batch whose halves come from two domains.
 
         ``real`` is (2n, 3, H, W) and ``labels`` (2n,) the domain of each image. The
-        generator runs once on the cross, self and random inputs stacked along the batch,
-        and the attribute encoder once on the cross and random translations together.
+        generator runs once on the cross and self inputs stacked along the batch and once
+        on the random ones, and the attribute encoder once on each kind of translation.
+        The encoder-generator update reads only the first of each pair and the
+        generator-alone update only the second, so neither backward pass runs through
+        samples whose gradient is zero.
         """
         n = real.shape[0] // 2
         domain_one_hot = self.one_hot(labels, real)
@@ -114,27 +121,25 @@ class TranslationModel(nn.Module):
         code = self.prior.domain_code(posterior, labels)
         partner_content = content.roll(n, dims=0)
 
+        encoded = self.generator(
+            torch.cat([partner_content, content]), torch.cat([posterior.z, posterior.z]), torch.cat([code, code])
+        )
+        cross, self_recon = encoded.split(2 * n)
+
         random_z = self.prior.sample(labels)
-        contents = [partner_content, content, partner_content]
-        attributes = [posterior.z, posterior.z, random_z]
-        codes = [code, code, domain_one_hot]
-        random_z2 = None
-        if second_random:
-            random_z2 = self.prior.sample(labels)
-            contents.append(partner_content)
-            attributes.append(random_z2)
-            codes.append(domain_one_hot)
-        generated = self.generator(torch.cat(contents), torch.cat(attributes), torch.cat(codes)).split(2 * n)
-        cross, self_recon, random = generated[:3]
-        random2 = generated[3] if second_random else None
+        random_z2 = self.prior.sample(labels) if second_random else None
+        draws = [random_z] if random_z2 is None else [random_z, random_z2]
+        randoms = self.generator(
+            partner_content.repeat(len(draws), 1, 1, 1), torch.cat(draws), domain_one_hot.repeat(len(draws), 1)
+        ).split(2 * n)
+        random = randoms[0]
+        random2 = randoms[1] if second_random else None
 
         # Re-encode the translations: the cross translations for the cross-cycle
         # reconstruction, the random-attribute ones for latent regression.
         cross_content = self.content_encoder(cross)
-        features = self.attribute_encoder(torch.cat([cross, random]), torch.cat([domain_one_hot, domain_one_hot]))
-        cross_features, random_features = features.split(2 * n)
-        cross_posterior = self.prior.posterior(cross_features)
-        random_posterior = self.prior.posterior(random_features)
+        cross_posterior = self.prior.posterior(self.attribute_encoder(cross, domain_one_hot))
+        random_posterior = self.prior.posterior(self.attribute_encoder(random, domain_one_hot))
         cycle = self.generator(
             cross_content.roll(n, dims=0), cross_posterior.z, self.prior.domain_code(cross_posterior, labels)
         )

@@ -31,6 +31,7 @@ RESUMABLE_CHANGES = frozenset(
         "name",
         "iterations",
         "precision",
+        "activation_checkpointing",
         "log_every",
         "grid_every",
         "plot_every",
@@ -51,6 +52,7 @@ class Overrides:
     image_size: int | tuple[int, int] | None = None
     seed: int | None = None
     precision: str | None = None
+    activation_checkpointing: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         values = attrs.asdict(self)
@@ -72,7 +74,7 @@ class Overrides:
 
     def apply(self, recipe: Recipe, registry: Registry) -> Recipe:
         changes: dict[str, Any] = {}
-        for key in ("iterations", "batch_size", "image_size", "seed", "precision"):
+        for key in ("iterations", "batch_size", "image_size", "seed", "precision", "activation_checkpointing"):
             value = getattr(self, key)
             if value is not None:
                 changes[key] = value
