@@ -193,6 +193,19 @@ def test_bench_synthetic_reports_figures(apple2orange, tmp_path):
     assert (tmp_path / "bench.png").is_file()
 
 
+def test_bench_real_data_reports_figures(horse2zebra_mini, tmp_path):
+    result = invoke(
+        "bench", RECIPES / "mdmm.py", "--image-size", 64, "--iterations", 1, "--warmup", 0,
+        "--data", horse2zebra_mini, "--device", "cpu", "--out", tmp_path, "--json",
+    )
+    assert result.exit_code == 0, result.output
+    (figures,) = json.loads((tmp_path / "bench.json").read_text())
+    assert "error" not in figures, figures
+    assert figures["synthetic"] is False
+    assert figures["seconds_per_iteration_mean"] > 0
+    assert figures["peak_memory_bytes"] > 0
+
+
 def test_misspelled_dataset_name_suggests(tmp_path):
     result = invoke("run", RECIPES / "mdmm.py", "--data", "apple2orang", "--out", tmp_path / "run")
     assert result.exit_code == 1

@@ -68,7 +68,8 @@ def measure(setting: BenchSetting) -> dict[str, Any]:
         trainer = prepared.trainer
         device = trainer.device
         trainer.model.train()
-        batches = _batches(trainer, setting, total)
+        # One batch more than the timed loop uses, for the memory-profiling iteration on the CPU.
+        batches = _batches(trainer, setting, total + 1)
 
         times = []
         if device.type == "cuda":
@@ -286,7 +287,8 @@ def plot_results(results: list[dict[str, Any]], path: Path) -> None:
     axes.set_xticks([index + width * (len(settings) - 1) / 2 for index in range(len(rows))])
     axes.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
     axes.set_ylabel("seconds per iteration (mean)")
-    axes.legend(fontsize=8)
+    if measured:
+        axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
