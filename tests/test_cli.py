@@ -130,7 +130,7 @@ def test_ctrl_c_writes_checkpoint(apple2orange, tmp_path):
     assert int(checkpoints[0]) == rows
 
 
-def test_full_disk_keeps_the_last_checkpoint_and_names_the_fix(apple2orange, tmp_path, monkeypatch):
+def test_full_disk_keeps_last_checkpoint(apple2orange, tmp_path, monkeypatch):
     import errno
 
     import safetensors.torch
@@ -204,6 +204,30 @@ def test_bench_real_data_reports_figures(horse2zebra_mini, tmp_path):
     assert figures["synthetic"] is False
     assert figures["seconds_per_iteration_mean"] > 0
     assert figures["peak_memory_bytes"] > 0
+
+
+def test_bench_errors_exit_nonzero(tmp_path):
+    result = invoke("bench", tmp_path / "nope.py", "--image-size", 64, "--out", tmp_path / "bench")
+    assert result.exit_code == 1
+    assert f"recipe file '{tmp_path / 'nope.py'}' not found" in result.output
+    assert not (tmp_path / "bench").exists()
+
+    result = invoke("bench", RECIPES / "mdmm.py", "--image-size", 63, "--out", tmp_path / "bench")
+    assert result.exit_code == 1
+    assert "image_size 63 is not supported: each side must be a multiple of 4 and at least 64" in result.output
+
+    # A setting that fails inside its measuring process is reported in the table, and the exit status is 1.
+    missing = tmp_path / "missing"
+    result = invoke(
+        "bench", RECIPES / "mdmm.py", "--image-size", 64, "--iterations", 1, "--warmup", 0,
+        "--data", missing, "--device", "cpu", "--out", tmp_path / "bench",
+    )
+    assert result.exit_code == 1
+    (figures,) = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert str(missing) in figures["error"]
+    assert not figures["error"].startswith(("error: ", "toolkit.errors"))
+    assert "| mdmm | failed: " in result.output
+    assert "1 of 1 benchmark settings failed" in result.output
 
 
 def test_misspelled_dataset_name_suggests(tmp_path):

@@ -113,6 +113,21 @@ def test_single_process_helpers_change_nothing(monkeypatch):
     assert distributed.gather_objects("state") == ["state"]
 
 
+def test_averaged_gradient_keeps_channels_last(monkeypatch):
+    # Two ranks with equal gradients, faked: the all-reduce sum doubles the buffer.
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "_communication_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, op: tensor.mul_(2))
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    weight = torch.zeros(4, 3, 2, 2).contiguous(memory_format=torch.channels_last)
+    grad = torch.arange(48.0).reshape(4, 3, 2, 2).contiguous(memory_format=torch.channels_last)
+
+    (averaged,) = distributed.average_gradients([weight], [grad])
+
+    assert torch.equal(averaged, grad)
+    assert averaged.stride() == weight.stride()
+
+
 def test_explicit_gpu_rejected_under_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -185,6 +185,23 @@ def test_generator_calls_per_iteration(recipe, batches, registry, apple2orange, 
     assert calls == batches
 
 
+def test_channels_last_run_matches_plain_run(registry, apple2orange, tmp_path):
+    rows = []
+    for channels_last in (False, True):
+        run_dir = tmp_path / str(channels_last)
+        prepared = train("mdmm", registry, apple2orange, run_dir, iterations=2, precision="fp32", channels_last=channels_last)
+        rows.append(read_rows(run_dir))
+    conv = prepared.trainer.model.generator.trunk[0].body[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    for plain, recomputed in zip(*rows):
+        for key in ("discriminator_total", "generator_total", "encoder_generator/self_reconstruction"):
+            assert float(recomputed[key]) == pytest.approx(float(plain[key]), rel=1e-4), key
+
+    # The checkpoint contains ordinary tensors, and a channels-last run resumes without the option.
+    train("mdmm", registry, apple2orange, tmp_path / "True", iterations=3, resume=True, precision="fp32", channels_last=False)
+    assert len(read_rows(tmp_path / "True")) == 3
+
+
 def test_bf16_autocast_trains_finite(registry, apple2orange, tmp_path):
     run_dir = tmp_path / "run"
     prepared = train("gmdrit", registry, apple2orange, run_dir, iterations=2, precision="bf16")

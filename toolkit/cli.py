@@ -198,10 +198,27 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
     help="Recompute the encoders' and generator's activations in backward: less memory, more time "
     "(default: the recipe's setting, off unless the recipe turns it on).",
 )
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="Keep convolution weights and image batches in channels-last (NHWC) memory format "
+    "(default: the recipe's setting, off unless the recipe turns it on).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default runs/<recipe>/<timestamp>/).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Continue the run in this folder from its latest checkpoint.")
 def run(
-    recipe: Path, data, iterations, batch_size, image_size, device, seed, precision, activation_checkpointing, out, resume
+    recipe: Path,
+    data,
+    iterations,
+    batch_size,
+    image_size,
+    device,
+    seed,
+    precision,
+    activation_checkpointing,
+    channels_last,
+    out,
+    resume,
 ) -> None:
     """Train RECIPE (a recipe .py file); options override the recipe's values.
 
@@ -222,6 +239,7 @@ def run(
         seed=seed,
         precision=precision,
         activation_checkpointing=activation_checkpointing,
+        channels_last=channels_last,
     )
     try:
         _train(recipe, plugins, overrides, device, out, resume)
@@ -352,52 +370,68 @@ def main() -> None:
     show_default=True,
     help="Measure without activation checkpointing, with it, or both ways to compare peak memory.",
 )
+@click.option("--channels-last", is_flag=True, help="Use channels-last (NHWC) memory format for weights and batches.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"), show_default=True, help="Folder for bench.json and bench.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def bench(
-    recipes, image_sizes, batch_sizes, iterations, warmup, device, precision, data, synthetic, checkpointing, out, as_json
+    recipes,
+    image_sizes,
+    batch_sizes,
+    iterations,
+    warmup,
+    device,
+    precision,
+    data,
+    synthetic,
+    checkpointing,
+    channels_last,
+    out,
+    as_json,
 ) -> None:
-    """Time training iterations of RECIPES (default gmdrit_ttur and mdmm) at each image and batch size."""
-    from toolkit.engine.bench import BenchSetting, checkpointing_summary, format_table, plot_results, run_in_subprocess
+    """Time training iterations of RECIPES (default gmdrit_ttur and mdmm) at each image and batch size.
 
-    recipes = recipes or ("recipes/gmdrit_ttur.py", "recipes/mdmm.py")
-    modes = {"off": (False,), "on": (True,), "both": (False, True)}[checkpointing]
+    Exits with status 1 when any setting failed. The table shows the error of each failed setting.
+    """
+    from toolkit.engine.bench import checkpointing_summary, format_table, plan_settings, plot_results, run_in_subprocess
+
+    settings = plan_settings(
+        list(recipes or ("recipes/gmdrit_ttur.py", "recipes/mdmm.py")),
+        list(image_sizes or (108, 216)),
+        list(batch_sizes or (2,)),
+        {"off": (False,), "on": (True,), "both": (False, True)}[checkpointing],
+        iterations=iterations,
+        warmup=warmup,
+        device=device,
+        precision=precision,
+        synthetic=synthetic,
+        data=data,
+        channels_last=channels_last,
+    )
     results = []
-    for recipe in recipes:
-        for size in image_sizes or (108, 216):
-            for batch in batch_sizes or (2,):
-                for recompute in modes:
-                    setting = BenchSetting(
-                        recipe=str(recipe),
-                        image_size=size,
-                        batch_size=batch,
-                        iterations=iterations,
-                        warmup=warmup,
-                        device=device,
-                        precision=precision,
-                        synthetic=synthetic,
-                        data=data,
-                        activation_checkpointing=recompute,
-                    )
-                    log.info(
-                        "benchmarking %s at S=%d, batch %d%s",
-                        recipe,
-                        size,
-                        batch,
-                        " with activation checkpointing" if recompute else "",
-                    )
-                    results.append(run_in_subprocess(setting))
+    for setting in settings:
+        log.info(
+            "benchmarking %s at S=%d, batch %d%s",
+            setting.recipe,
+            setting.image_size,
+            setting.batch_size,
+            " with activation checkpointing" if setting.activation_checkpointing else "",
+        )
+        results.append(run_in_subprocess(setting))
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_results(results, out / "bench.png")
     if as_json:
         click.echo(json.dumps(results, indent=2))
-        return
-    click.echo(format_table(results))
-    summary = checkpointing_summary(results)
-    if summary:
-        click.echo("\n" + summary)
-    click.echo(f"\nresults: {out / 'bench.json'}, chart: {out / 'bench.png'}")
+    else:
+        click.echo(format_table(results))
+        summary = checkpointing_summary(results)
+        if summary:
+            click.echo("\n" + summary)
+        click.echo(f"\nresults: {out / 'bench.json'}, chart: {out / 'bench.png'}")
+    failed = sum("error" in result for result in results)
+    if failed:
+        raise ToolkitError(f"{failed} of {len(results)} benchmark settings failed; the table and bench.json give each error")
 
 
 def _add_evaluation_commands() -> None:

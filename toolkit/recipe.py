@@ -147,6 +147,8 @@ class Recipe:
     supports it or a CPU with bf16 instructions, else fp32. ``activation_checkpointing``
     recomputes the encoders' and the generator's activations in backward instead of
     keeping them, for less memory and more time (see docs/benchmarks.md).
+    ``channels_last`` stores the convolution weights and the image batches in
+    channels-last (NHWC) memory format.
     ``content_discriminator_every`` spaces the content discriminator's updates, and
     ``max_nonfinite_updates`` is how many updates in a row may be skipped for a NaN
     or infinite loss before training stops.
@@ -169,6 +171,7 @@ class Recipe:
     seed: int = 0
     precision: str = attrs.field(default="auto", validator=_check_precision)
     activation_checkpointing: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    channels_last: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     num_workers: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     log_every: int = attrs.field(default=50, validator=_check_positive)
     grid_every: int = attrs.field(default=500, validator=_check_positive)

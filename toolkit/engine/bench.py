@@ -22,6 +22,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# Prefix of the ToolkitError message that a failed measuring process writes as its last stderr line.
+ERROR_PREFIX = "error: "
+
 
 @attrs.frozen
 class BenchSetting:
@@ -37,6 +40,40 @@ class BenchSetting:
     synthetic: bool = False
     data: str | None = None
     activation_checkpointing: bool = False
+    channels_last: bool = False
+
+
+def plan_settings(
+    recipes: list[str],
+    image_sizes: list[int],
+    batch_sizes: list[int],
+    checkpointing: tuple[bool, ...],
+    **common: Any,
+) -> list[BenchSetting]:
+    """Return one setting per recipe, image size, batch size and checkpointing choice, checked before any is measured.
+
+    A missing or broken recipe file and an image or batch size the recipe rejects raise
+    the recipe's error here, so nothing is measured for a command that would fail.
+    """
+    from toolkit.recipe import load_recipe
+
+    settings = []
+    for recipe_file in recipes:
+        recipe = load_recipe(recipe_file)
+        for size in image_sizes:
+            for batch in batch_sizes:
+                recipe.evolve(image_size=size, batch_size=batch)
+                for recompute in checkpointing:
+                    settings.append(
+                        BenchSetting(
+                            recipe=str(recipe_file),
+                            image_size=size,
+                            batch_size=batch,
+                            activation_checkpointing=recompute,
+                            **common,
+                        )
+                    )
+    return settings
 
 
 def measure(setting: BenchSetting) -> dict[str, Any]:
@@ -60,6 +97,7 @@ def measure(setting: BenchSetting) -> dict[str, Any]:
                 image_size=setting.image_size,
                 precision=setting.precision,
                 activation_checkpointing=setting.activation_checkpointing,
+                channels_last=setting.channels_last,
             ),
             device=setting.device,
             out=Path(folder) / "run",
@@ -77,7 +115,7 @@ def measure(setting: BenchSetting) -> dict[str, Any]:
         for iteration in range(total):
             started = time.perf_counter()
             real, labels = next(batches)
-            real = real.to(device, non_blocking=True)
+            real = real.to(device, non_blocking=True, memory_format=trainer.memory_format)
             labels = labels.to(device, non_blocking=True)
             if iteration == 0:
                 counter = FlopCounterMode(display=False)
@@ -97,6 +135,7 @@ def measure(setting: BenchSetting) -> dict[str, Any]:
             memory_kind = "CUDA allocator peak"
         else:
             real, labels = next(batches)
+            real = real.contiguous(memory_format=trainer.memory_format)
             peak_bytes = tensor_memory_peak(trainer, real, labels)
             memory_kind = "peak tensor memory"
         mean = statistics.fmean(times)
@@ -132,6 +171,8 @@ def tensor_memory_peak(trainer, real: torch.Tensor, labels: torch.Tensor) -> int
     state_bytes = _state_bytes(trainer)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
         trainer.step(real, labels, 0)
+    # NOTE: the raw event list (kineto_results) and DeviceType are private in torch 2.14;
+    # check them when the torch pin moves. FunctionEvent drops most "[memory]" events.
     cpu = torch._C._autograd.DeviceType.CPU
     events = [
         event
@@ -197,15 +238,20 @@ def run_in_subprocess(setting: BenchSetting, timeout: float | None = None) -> di
     command = [sys.executable, "-m", "toolkit.engine.bench", json.dumps(attrs.asdict(setting))]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if completed.returncode != 0:
-        tail = completed.stderr.strip().splitlines()[-1:] or ["no error output"]
-        return {**attrs.asdict(setting), "error": tail[0]}
+        tail = completed.stderr.strip().splitlines()[-1:] or [f"exit status {completed.returncode}, no error output"]
+        return {**attrs.asdict(setting), "error": tail[0].removeprefix(ERROR_PREFIX)}
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def row_name(result: dict[str, Any]) -> str:
-    """Name a result's row: the recipe's file stem, marked when activation checkpointing was on."""
+    """Name a result's row: the recipe's file stem, marked with the memory options that were on."""
     name = Path(result["recipe"]).stem
-    return f"{name} (activation checkpointing)" if result.get("activation_checkpointing") else name
+    options = [
+        label
+        for key, label in (("activation_checkpointing", "activation checkpointing"), ("channels_last", "channels-last"))
+        if result.get(key)
+    ]
+    return f"{name} ({', '.join(options)})" if options else name
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
@@ -222,7 +268,24 @@ def format_table(results: list[dict[str, Any]]) -> str:
             ]
             cells.append(_cell(match[0]) if match else "")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    measured = [result for result in results if "error" not in result]
+    if measured:
+        lines += ["", _caption(measured)]
     return "\n".join(lines)
+
+
+def _caption(measured: list[dict[str, Any]]) -> str:
+    """Describe the settings the results share and what the memory figure is."""
+
+    def values(key: str) -> str:
+        return " or ".join(str(value) for value in dict.fromkeys(result[key] for result in measured))
+
+    data = values("synthetic").replace("True", "synthetic batches").replace("False", "real data")
+    return (
+        f"Device {values('device')} ({values('device_name')}), {values('threads')} threads, {values('precision')}, "
+        f"{data}. Each cell: mean and median over the timed iterations, images per second, "
+        f"{values('peak_memory_kind')} and achieved FLOP/s; bench.json also has the peak resident set size."
+    )
 
 
 def _cell(result: dict[str, Any]) -> str:
@@ -244,10 +307,11 @@ def checkpointing_summary(results: list[dict[str, Any]]) -> str:
     for plain in measured:
         if plain.get("activation_checkpointing"):
             continue
-        key = (plain["recipe"], plain["image_size"], plain["batch_size"])
+        key = (plain["recipe"], plain["image_size"], plain["batch_size"], plain.get("channels_last"))
         partners = [
             r for r in measured
-            if r.get("activation_checkpointing") and (r["recipe"], r["image_size"], r["batch_size"]) == key
+            if r.get("activation_checkpointing")
+            and (r["recipe"], r["image_size"], r["batch_size"], r.get("channels_last")) == key
         ]
         if not partners:
             continue
@@ -258,13 +322,14 @@ def checkpointing_summary(results: list[dict[str, Any]]) -> str:
             f"{Path(plain['recipe']).stem} at S={plain['image_size']}, batch {plain['batch_size']}: "
             f"activation checkpointing changes the {plain['peak_memory_kind']} from {before / 2**30:.2f} "
             f"to {after / 2**30:.2f} GiB ({(after - before) / before:+.0%}) and the time from "
-            f"{slow_before:.3f} to {slow_after:.3f} s/it ({(slow_after - slow_before) / slow_before:+.0%})"
+            f"{slow_before:.3f} to {slow_after:.3f} s/it ({(slow_after - slow_before) / slow_before:+.0%}, "
+            f"{plain['iterations']} timed iteration{'s' if plain['iterations'] != 1 else ''} each)"
         )
     return "\n".join(lines)
 
 
 def plot_results(results: list[dict[str, Any]], path: Path) -> None:
-    """Draw mean seconds per iteration as grouped bars: one group per recipe row, one bar per setting."""
+    """Draw mean seconds per iteration and peak memory as grouped bars: one group per row, one bar per setting."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -273,29 +338,47 @@ def plot_results(results: list[dict[str, Any]], path: Path) -> None:
     measured = [result for result in results if "error" not in result]
     rows = list(dict.fromkeys(row_name(result) for result in measured))
     settings = sorted({(result["image_size"], result["batch_size"]) for result in measured})
-    figure, axes = pyplot.subplots(figsize=(max(6, 1.6 * len(rows) * max(1, len(settings)) / 2), 4), dpi=100)
+    memory_kind = " or ".join(dict.fromkeys(result["peak_memory_kind"] for result in measured)) or "peak memory"
+    panels = (
+        ("seconds_per_iteration_mean", 1.0, "seconds per iteration (mean)"),
+        ("peak_memory_bytes", 2.0**-30, f"{memory_kind} (GiB)"),
+    )
+    width_inches = max(6, 1.6 * len(rows) * max(1, len(settings)) / 2)
+    figure, all_axes = pyplot.subplots(1, 2, figsize=(2 * width_inches, 4), dpi=100)
     width = 0.8 / max(1, len(settings))
-    for offset, (size, batch) in enumerate(settings):
-        heights = []
-        for row in rows:
-            match = [
-                r for r in measured if row_name(r) == row and (r["image_size"], r["batch_size"]) == (size, batch)
-            ]
-            heights.append(match[0]["seconds_per_iteration_mean"] if match else 0.0)
-        positions = [index + offset * width for index in range(len(rows))]
-        axes.bar(positions, heights, width=width, label=f"S={size}, batch {batch}")
-    axes.set_xticks([index + width * (len(settings) - 1) / 2 for index in range(len(rows))])
-    axes.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
-    axes.set_ylabel("seconds per iteration (mean)")
-    if measured:
-        axes.legend(fontsize=8)
-    axes.grid(axis="y", alpha=0.3)
+    for axes, (key, scale, label) in zip(all_axes, panels):
+        for offset, (size, batch) in enumerate(settings):
+            heights = []
+            for row in rows:
+                match = [
+                    r for r in measured if row_name(r) == row and (r["image_size"], r["batch_size"]) == (size, batch)
+                ]
+                heights.append(match[0][key] * scale if match else 0.0)
+            positions = [index + offset * width for index in range(len(rows))]
+            axes.bar(positions, heights, width=width, label=f"S={size}, batch {batch}")
+        axes.set_xticks([index + width * (len(settings) - 1) / 2 for index in range(len(rows))])
+        axes.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
+        axes.set_ylabel(label)
+        if measured:
+            axes.legend(fontsize=8)
+        axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     pyplot.close(figure)
 
 
-if __name__ == "__main__":
+def _main() -> None:
+    from toolkit.errors import ToolkitError
+
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(measure(BenchSetting(**json.loads(sys.argv[1])))))
+    try:
+        figures = measure(BenchSetting(**json.loads(sys.argv[1])))
+    except ToolkitError as error:
+        print(f"{ERROR_PREFIX}{error}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    _main()

@@ -226,7 +226,9 @@ def average_gradients(params: Sequence[Tensor], grads: Sequence[Tensor | None]) 
         if count == 0:
             averaged.append(None)
         else:
-            averaged.append(total.div_(dist.get_world_size()).view_as(param).to(param.device, param.dtype))
+            # empty_like keeps the parameter's strides, so a channels-last weight gets a channels-last gradient.
+            mean = total.div_(dist.get_world_size()).view(param.shape)
+            averaged.append(torch.empty_like(param).copy_(mean))
     return averaged
 
 

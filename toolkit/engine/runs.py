@@ -32,6 +32,7 @@ RESUMABLE_CHANGES = frozenset(
         "iterations",
         "precision",
         "activation_checkpointing",
+        "channels_last",
         "log_every",
         "grid_every",
         "plot_every",
@@ -53,6 +54,7 @@ class Overrides:
     seed: int | None = None
     precision: str | None = None
     activation_checkpointing: bool | None = None
+    channels_last: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         values = attrs.asdict(self)
@@ -74,7 +76,8 @@ class Overrides:
 
     def apply(self, recipe: Recipe, registry: Registry) -> Recipe:
         changes: dict[str, Any] = {}
-        for key in ("iterations", "batch_size", "image_size", "seed", "precision", "activation_checkpointing"):
+        keys = ("iterations", "batch_size", "image_size", "seed", "precision", "activation_checkpointing", "channels_last")
+        for key in keys:
             value = getattr(self, key)
             if value is not None:
                 changes[key] = value
@@ -267,7 +270,11 @@ def _check_resumable(trainer: Trainer, previous: dict[str, Any], recipe: Recipe)
             trainer.world_size * recipe.batch_size,
             earlier_world_size * recipe.batch_size,
         )
-    earlier_total = previous.get("recipe", {}).get("iterations")
+    earlier_recipe = previous.get("recipe", {})
+    for field in ("precision", "activation_checkpointing", "channels_last"):
+        if field in earlier_recipe and earlier_recipe[field] != getattr(recipe, field):
+            log.info("%s changes from %s to %s on resume", field, earlier_recipe[field], getattr(recipe, field))
+    earlier_total = earlier_recipe.get("iterations")
     if earlier_total is not None and earlier_total != recipe.iterations:
         log.warning(
             "the run was planned for %d iterations and now continues to %d: the learning-rate schedule "

@@ -67,7 +67,9 @@ class Trainer:
         self.data = distributed.main_first(
             lambda: registry.build("dataset", recipe.data.name, recipe.data.kwargs, image_size=recipe.image_size)
         )
-        self.model = TranslationModel(recipe, registry, num_domains=len(self.data.domains)).to(device)
+        self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+        self.model = TranslationModel(recipe, registry, num_domains=len(self.data.domains))
+        self.model.to(device, memory_format=self.memory_format)
         self.terms = {item.name: registry.build("loss", item.name, item.kwargs) for item in recipe.losses}
         optimizer_factory = registry.build("optimizer", recipe.optimizer.name, recipe.optimizer.kwargs)
         self.optimizers = optimizer_factory.build(self.model.parameter_groups(), recipe.iterations)
@@ -272,8 +274,13 @@ class Trainer:
             rank=self.rank,
             world_size=self.world_size,
         )
+        options = [
+            label
+            for label, on in (("activation checkpointing", recipe.activation_checkpointing), ("channels-last", recipe.channels_last))
+            if on
+        ]
         log.info(
-            "training %s from iteration %d to %d on %s in %s (batch %d%s, image size %s)",
+            "training %s from iteration %d to %d on %s in %s (batch %d%s, image size %s%s)",
             recipe.name,
             self.iteration,
             recipe.iterations,
@@ -282,6 +289,7 @@ class Trainer:
             recipe.batch_size,
             f" per process x {self.world_size} processes" if self.world_size > 1 else "",
             recipe.image_size,
+            "".join(f", {label}" for label in options),
         )
         progress = tqdm(
             total=recipe.iterations,
@@ -296,7 +304,7 @@ class Trainer:
         real = None
         try:
             for iteration, (real, labels) in zip(range(self.iteration, recipe.iterations), loader):
-                real = real.to(self.device, non_blocking=True)
+                real = real.to(self.device, non_blocking=True, memory_format=self.memory_format)
                 labels = labels.to(self.device, non_blocking=True)
                 self.model.prior.set_epoch(iteration // self.iterations_per_epoch)
 
