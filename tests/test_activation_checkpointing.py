@@ -20,7 +20,7 @@ from toolkit_plugins.layers import ResidualBlock
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
-def test_default_units_of_the_drit_networks():
+def test_default_units_of_drit_networks():
     generator = DritGenerator(double_upsample=True, latent_size=8, code_size=2, content_channels=256)
     units = list(default_units(generator))
     assert units == [generator.shared, *generator.trunk, generator.upsample1, generator.upsample2]
@@ -101,7 +101,7 @@ def test_checkpointing_keeps_gradients_saves_less(registry, recipe_name):
     assert saved_recomputed < 0.5 * saved_plain, (saved_recomputed, saved_plain)
 
 
-def test_checkpointing_is_skipped_without_grad_mode(registry):
+def test_checkpointing_skipped_without_grad(registry):
     plain, recomputed = _models(registry, "mdmm")
     plain.eval()
     recomputed.eval()
@@ -117,7 +117,7 @@ def _losses(run_dir):
         return list(csv.DictReader(file))
 
 
-def test_run_with_checkpointing_matches_a_plain_run(registry, apple2orange, tmp_path):
+def test_checkpointed_run_matches_plain_run(registry, apple2orange, tmp_path):
     rows = []
     for recompute in (False, True):
         run_dir = tmp_path / str(recompute)
@@ -147,7 +147,7 @@ def test_run_with_checkpointing_matches_a_plain_run(registry, apple2orange, tmp_
 
 def test_tensor_memory_peak_adds_state_to_step_peak():
     class Step:
-        """A stand-in trainer: 1 MiB of weights and Adam-like state, and a step with a known peak."""
+        """A stand-in trainer with 1 MiB each of weights, gradients and optimizer state, and a step with a known peak."""
 
         def __init__(self):
             self.model = nn.Linear(512, 512, bias=False)  # 1 MiB of fp32 weights

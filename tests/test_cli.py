@@ -156,9 +156,9 @@ def test_full_disk_keeps_last_checkpoint(apple2orange, tmp_path, monkeypatch):
     result = invoke("run", recipe, *options, "--out", out)
 
     assert result.exit_code == 1
-    assert "could not write the checkpoint for iteration 2" in result.output
+    assert "failed to write the checkpoint for iteration 2" in result.output
     assert "No space left on device" in result.output
-    assert f"the last complete checkpoint, {out / 'checkpoints' / '00000001'}, is untouched" in result.output
+    assert f"The last complete checkpoint, {out / 'checkpoints' / '00000001'}, is untouched" in result.output
     assert f"Continue with: toolkit run {recipe} --resume {out}" in result.output
     assert sorted(path.name for path in (out / "checkpoints").iterdir()) == ["00000001"]
 

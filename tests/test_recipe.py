@@ -130,6 +130,8 @@ def test_duplicate_loss_rejected():
         ({"batch_size": 3}, "even integer"),
         ({"iterations": 0}, "positive integer"),
         ({"prior": generator("drit")}, "must be a prior component"),
+        ({"activation_checkpointing": "yes"}, "activation_checkpointing must be True or False, got 'yes'"),
+        ({"channels_last": 1}, "channels_last must be True or False, got 1"),
     ],
 )
 def test_invalid_fields_rejected(changes, message):

@@ -431,7 +431,7 @@ def bench(
         click.echo(f"\nresults: {out / 'bench.json'}, chart: {out / 'bench.png'}")
     failed = sum("error" in result for result in results)
     if failed:
-        raise ToolkitError(f"{failed} of {len(results)} benchmark settings failed; the table and bench.json give each error")
+        raise ToolkitError(f"{failed} of {len(results)} benchmark settings failed. The table and bench.json show each error")
 
 
 def _add_evaluation_commands() -> None:

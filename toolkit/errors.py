@@ -22,4 +22,4 @@ class PluginError(ToolkitError):
 
 
 class CheckpointWriteError(ToolkitError):
-    """A checkpoint could not be written; the previous complete one is kept."""
+    """Writing a checkpoint failed. The previous complete checkpoint is kept."""

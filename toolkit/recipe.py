@@ -113,6 +113,11 @@ def _check_batch_size(instance: Any, attribute: attrs.Attribute, value: int) -> 
         )
 
 
+def _check_bool(instance: Any, attribute: attrs.Attribute, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise RecipeError(f"{attribute.name} must be True or False, got {value!r}")
+
+
 def _check_precision(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     if value not in ("auto", "fp32", "bf16"):
         raise RecipeError(f"precision must be 'auto', 'fp32' or 'bf16', got {value!r}")
@@ -134,6 +139,11 @@ def _check_losses(instance: Any, attribute: attrs.Attribute, value: tuple[Compon
         if item.name in names:
             raise RecipeError(f"loss '{item.name}' appears twice in the recipe; list each loss term once")
         names.append(item.name)
+
+
+# Recipe fields that trade speed for memory without changing the math, with the labels
+# that logs and benchmark tables give them.
+MEMORY_OPTIONS = {"activation_checkpointing": "activation checkpointing", "channels_last": "channels-last"}
 
 
 @attrs.frozen(kw_only=True)
@@ -170,8 +180,8 @@ class Recipe:
     max_nonfinite_updates: int = attrs.field(default=10, validator=_check_positive)
     seed: int = 0
     precision: str = attrs.field(default="auto", validator=_check_precision)
-    activation_checkpointing: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
-    channels_last: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    activation_checkpointing: bool = attrs.field(default=False, validator=_check_bool)
+    channels_last: bool = attrs.field(default=False, validator=_check_bool)
     num_workers: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     log_every: int = attrs.field(default=50, validator=_check_positive)
     grid_every: int = attrs.field(default=500, validator=_check_positive)

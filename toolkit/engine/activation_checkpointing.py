@@ -8,7 +8,7 @@ back, one unit at a time. Parameter names do not change, so checkpoints load eit
 The units of a network are the list its ``checkpoint_units()`` method returns, if it
 has one. Otherwise ``default_units`` finds them:
 
-- an ``nn.Sequential`` that holds convolutions is recomputed in pieces, one piece per
+- an ``nn.Sequential`` that contains convolutions is recomputed in pieces, one piece per
   convolution with the layers after it (conv, norm, activation);
 - any other container (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``) is
   searched the same way;
@@ -33,7 +33,7 @@ _CONVOLUTIONS = (nn.modules.conv._ConvNd,)
 
 
 def enable_activation_checkpointing(network: nn.Module) -> int:
-    """Make every unit of ``network`` recompute its activations in backward; return the number of units."""
+    """Make every unit of ``network`` recompute its activations in backward, and return the number of units."""
     units = network.checkpoint_units() if hasattr(network, "checkpoint_units") else list(default_units(network))
     for unit in units:
         if isinstance(unit, nn.Sequential) and any(isinstance(layer, _CONVOLUTIONS) for layer in unit):

@@ -20,6 +20,8 @@ from typing import Any
 import attrs
 import torch
 
+from toolkit.recipe import MEMORY_OPTIONS
+
 log = logging.getLogger(__name__)
 
 # Prefix of the ToolkitError message that a failed measuring process writes as its last stderr line.
@@ -62,7 +64,7 @@ def plan_settings(
         recipe = load_recipe(recipe_file)
         for size in image_sizes:
             for batch in batch_sizes:
-                recipe.evolve(image_size=size, batch_size=batch)
+                recipe.evolve(image_size=size, batch_size=batch)  # raises RecipeError for a size the recipe rejects
                 for recompute in checkpointing:
                     settings.append(
                         BenchSetting(
@@ -246,11 +248,7 @@ def run_in_subprocess(setting: BenchSetting, timeout: float | None = None) -> di
 def row_name(result: dict[str, Any]) -> str:
     """Name a result's row: the recipe's file stem, marked with the memory options that were on."""
     name = Path(result["recipe"]).stem
-    options = [
-        label
-        for key, label in (("activation_checkpointing", "activation checkpointing"), ("channels_last", "channels-last"))
-        if result.get(key)
-    ]
+    options = [label for field, label in MEMORY_OPTIONS.items() if result.get(field)]
     return f"{name} ({', '.join(options)})" if options else name
 
 

@@ -87,9 +87,9 @@ def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], iter
     except (OSError, RuntimeError, safetensors.SafetensorError) as error:
         shutil.rmtree(temporary, ignore_errors=True)
         latest = latest_checkpoint(run_dir)
-        previous = f"the last complete checkpoint, {latest}, is untouched" if latest else "no earlier checkpoint exists"
+        previous = f"last complete checkpoint, {latest}, is untouched" if latest else "run has no earlier checkpoint"
         raise CheckpointWriteError(
-            f"could not write the checkpoint for iteration {iteration} in {folder}: {error}; {previous}. "
+            f"failed to write the checkpoint for iteration {iteration} in {folder}: {error}. The {previous}. "
             "Free disk space there, or lower keep_checkpoints in the recipe, then resume the run"
         ) from error
 

@@ -7,7 +7,7 @@ group and every other function here returns the single-process result at once.
 
 The networks are not wrapped in ``DistributedDataParallel``. Its reducer expects one
 forward and one backward per module and step, and it averages gradients from hooks on
-``AccumulateGrad``. One training iteration here runs the generator twice, back-propagates
+``AccumulateGrad``. One training iteration here runs the generator three times, back-propagates
 three losses into overlapping parameter sets, and takes the G-alone gradients with
 ``torch.autograd.grad``, which fires no ``AccumulateGrad`` hook, so DDP would leave those
 gradients unsynchronised. Instead the trainer calls :func:`average_parameter_gradients`

@@ -107,11 +107,11 @@ class TranslationModel(nn.Module):
         """Run the shared DRIT-family forward pass over a batch whose halves come from two domains.
 
         ``real`` is (2n, 3, H, W) and ``labels`` (2n,) the domain of each image. The
-        generator runs once on the cross and self inputs stacked along the batch and once
-        on the random ones, and the attribute encoder once on each kind of translation.
-        The encoder-generator update reads only the first of each pair and the
-        generator-alone update only the second, so neither backward pass runs through
-        samples whose gradient is zero.
+        generator runs once on the cross and self inputs stacked along the batch, and once
+        on the random ones. The attribute encoder runs once on each kind of translation.
+        The encoder-generator update reads only the cross and self translations, and the
+        generator-alone update only the random ones. So neither backward pass runs
+        through samples whose gradient is zero.
         """
         n = real.shape[0] // 2
         domain_one_hot = self.one_hot(labels, real)

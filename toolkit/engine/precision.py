@@ -37,9 +37,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
     """Turn ``auto`` into ``bf16`` or ``fp32``; check an explicit choice.
 
     ``auto`` is bf16 on a CUDA GPU with bf16 support and on a CPU with bf16 dot-product
-    instructions (AVX512-BF16 or AMX-BF16), fp32 elsewhere. On such a CPU bf16 autocast
-    trains gmdrit_ttur_108 2.0 times faster than fp32 and its reconstruction losses after
-    300 iterations end within 8 % of fp32's (docs/benchmarks.md).
+    instructions (AVX512-BF16 or AMX-BF16), fp32 elsewhere. On a 2-core AVX512-BF16 CPU,
+    bf16 autocast trained gmdrit_ttur_108 1.8 times faster than fp32, and its
+    reconstruction losses after 300 iterations ended within 6 % of fp32's (docs/benchmarks.md).
     """
     if name not in PRECISIONS:
         raise ToolkitError(f"invalid precision '{name}'; use one of {', '.join(PRECISIONS)}")

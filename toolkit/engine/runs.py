@@ -18,7 +18,7 @@ from toolkit.engine import distributed
 from toolkit.engine.checkpoint import latest_checkpoint
 from toolkit.engine.trainer import Trainer
 from toolkit.errors import RecipeError, ToolkitError
-from toolkit.recipe import Component, Recipe, load_recipe
+from toolkit.recipe import MEMORY_OPTIONS, Component, Recipe, load_recipe
 from toolkit.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,8 @@ class Overrides:
 
     def apply(self, recipe: Recipe, registry: Registry) -> Recipe:
         changes: dict[str, Any] = {}
-        keys = ("iterations", "batch_size", "image_size", "seed", "precision", "activation_checkpointing", "channels_last")
-        for key in keys:
-            value = getattr(self, key)
-            if value is not None:
+        for key, value in attrs.asdict(self).items():
+            if key != "data" and value is not None:
                 changes[key] = value
         if self.data is not None:
             changes["data"] = data_component(self.data, recipe.data, registry)
@@ -271,7 +269,7 @@ def _check_resumable(trainer: Trainer, previous: dict[str, Any], recipe: Recipe)
             earlier_world_size * recipe.batch_size,
         )
     earlier_recipe = previous.get("recipe", {})
-    for field in ("precision", "activation_checkpointing", "channels_last"):
+    for field in ("precision", *MEMORY_OPTIONS):
         if field in earlier_recipe and earlier_recipe[field] != getattr(recipe, field):
             log.info("%s changes from %s to %s on resume", field, earlier_recipe[field], getattr(recipe, field))
     earlier_total = earlier_recipe.get("iterations")

@@ -21,7 +21,7 @@ from toolkit.engine.model import TranslationModel
 from toolkit.engine.precision import autocast, resolve_precision
 from toolkit.engine.records import TOTALS, LossLog, plot_losses
 from toolkit.errors import ToolkitError
-from toolkit.recipe import Recipe
+from toolkit.recipe import MEMORY_OPTIONS, Recipe
 from toolkit.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,9 @@ class Trainer:
         self.model = TranslationModel(recipe, registry, num_domains=len(self.data.domains))
         self.model.to(device, memory_format=self.memory_format)
         self.terms = {item.name: registry.build("loss", item.name, item.kwargs) for item in recipe.losses}
-        optimizer_factory = registry.build("optimizer", recipe.optimizer.name, recipe.optimizer.kwargs)
-        self.optimizers = optimizer_factory.build(self.model.parameter_groups(), recipe.iterations)
         self.groups = self.model.parameter_groups()
+        optimizer_factory = registry.build("optimizer", recipe.optimizer.name, recipe.optimizer.kwargs)
+        self.optimizers = optimizer_factory.build(self.groups, recipe.iterations)
         self.generator_alone_params = [p for group in GENERATOR_ALONE_GROUPS for p in self.groups[group]]
         self.encoder_generator_params = [p for group in ENCODER_GENERATOR_GROUPS for p in self.groups[group]]
         self.has_buffers = any(True for _ in self.model.buffers())
@@ -274,11 +274,7 @@ class Trainer:
             rank=self.rank,
             world_size=self.world_size,
         )
-        options = [
-            label
-            for label, on in (("activation checkpointing", recipe.activation_checkpointing), ("channels-last", recipe.channels_last))
-            if on
-        ]
+        options = [label for field, label in MEMORY_OPTIONS.items() if getattr(recipe, field)]
         log.info(
             "training %s from iteration %d to %d on %s in %s (batch %d%s, image size %s%s)",
             recipe.name,
